@@ -1,0 +1,1 @@
+"""Vigil model store: versioned ONNX models with verifiable manifests."""

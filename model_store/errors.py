@@ -1,0 +1,27 @@
+"""Errors of the model store; the service maps them to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every model-store error."""
+
+
+class ModelNotFoundError(StoreError):
+    pass
+
+
+class VersionNotFoundError(StoreError):
+    pass
+
+
+class IntegrityError(StoreError):
+    """A model file does not match its manifest (sha256), or the manifest is unreadable."""
+
+
+class ParityError(StoreError):
+    """The converted ONNX model does not agree with the original scikit-learn model."""
+
+
+class RegistrationError(StoreError):
+    """A model cannot be registered as given (bad schema, bad file, bad arguments)."""

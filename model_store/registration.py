@@ -1,0 +1,232 @@
+"""Registering models: a fitted scikit-learn estimator with its data, or an ONNX file + schema."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+from model_store.convert import (
+    DEFAULT_TOLERANCE,
+    Precision,
+    check_parity,
+    library_versions,
+    run_onnx,
+    to_onnx,
+)
+from model_store.errors import RegistrationError
+from model_store.manifest import (
+    DataFingerprint,
+    FeatureSpec,
+    Manifest,
+    OutputSpec,
+    ParityResult,
+    PiiPolicy,
+)
+from model_store.store import ModelStore, check_model_name
+
+LABEL_COLUMN = "target"
+PREDICTION_COLUMN = "prediction"
+SPLIT_COLUMN = "split"
+
+
+def proba_column(class_name: str) -> str:
+    return f"proba_{class_name}"
+
+
+def fingerprint(x: pd.DataFrame, y: np.ndarray) -> DataFingerprint:
+    digest = hashlib.sha256()
+    digest.update(",".join(x.columns).encode())
+    digest.update(np.ascontiguousarray(x.to_numpy(dtype=np.float64)).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(y).astype(str)).astype("U").tobytes())
+    return DataFingerprint(sha256=digest.hexdigest(), rows=len(x), columns=x.shape[1])
+
+
+def _simple_params(estimator: Any) -> dict[str, Any]:
+    params = estimator.get_params(deep=True) if hasattr(estimator, "get_params") else {}
+    return {
+        k: v for k, v in sorted(params.items()) if isinstance(v, str | int | float | bool | None)
+    }
+
+
+def quality(y_true: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Classification metrics; ``y_true`` and ``labels`` are class indices."""
+    out = {
+        "accuracy": float(accuracy_score(y_true, labels)),
+        "f1_macro": float(f1_score(y_true, labels, average="macro")),
+    }
+    if proba.shape[1] == 2 and len(np.unique(y_true)) == 2:
+        out["roc_auc"] = float(roc_auc_score(y_true, proba[:, 1]))
+    return out
+
+
+def _feature_specs(
+    x: pd.DataFrame, precision: Precision, pii: dict[str, PiiPolicy]
+) -> list[FeatureSpec]:
+    unknown = set(pii) - set(x.columns)
+    if unknown:
+        raise RegistrationError(f"PII policy names unknown features: {sorted(unknown)}")
+    return [
+        FeatureSpec(
+            name=str(col),
+            dtype=precision,
+            min=float(x[col].min()),
+            max=float(x[col].max()),
+            pii=pii.get(str(col)),
+        )
+        for col in x.columns
+    ]
+
+
+def _reference_frame(
+    x: pd.DataFrame,
+    y_idx: np.ndarray,
+    split: np.ndarray,
+    labels_idx: np.ndarray,
+    proba: np.ndarray,
+    class_names: Sequence[str],
+) -> pd.DataFrame:
+    ref = x.reset_index(drop=True).astype(np.float64).copy()
+    names = np.asarray(class_names, dtype=object)
+    ref[PREDICTION_COLUMN] = names[labels_idx]
+    for i, cname in enumerate(class_names):
+        ref[proba_column(cname)] = proba[:, i]
+    ref[LABEL_COLUMN] = names[y_idx]
+    ref[SPLIT_COLUMN] = split
+    return ref
+
+
+def register_sklearn(
+    store: ModelStore,
+    name: str,
+    estimator: Any,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    holdout_mask: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    precision: Precision = "float32",
+    tolerance: float = DEFAULT_TOLERANCE,
+    pii: dict[str, PiiPolicy] | None = None,
+    metadata_pii: dict[str, PiiPolicy] | None = None,
+    description: str = "",
+) -> Manifest:
+    """Convert a fitted classifier, check parity on the held-out rows, and store a new version.
+
+    ``x``/``y`` are the full training+validation data; ``holdout_mask`` marks validation rows.
+    The reference sample holds every row with the model's predictions and the true label.
+    """
+    check_model_name(name)
+    classes = list(getattr(estimator, "classes_", []))
+    if not classes:
+        raise RegistrationError("the estimator is not fitted (it has no classes_)")
+    cnames = [str(c) for c in (class_names or classes)]
+    if len(cnames) != len(classes):
+        raise RegistrationError(f"{len(cnames)} class names given for {len(classes)} classes")
+    x_np = x.to_numpy(dtype=np.float64)
+    onnx_bytes = to_onnx(estimator, x.shape[1], name=name, precision=precision)
+    parity = check_parity(estimator, onnx_bytes, x_np[holdout_mask], tolerance)
+
+    out = run_onnx(onnx_bytes, x_np)
+    class_index = {c: i for i, c in enumerate(classes)}
+    y_idx = np.array([class_index[v] for v in np.asarray(y).tolist()])
+    labels_idx = np.array([class_index[v] for v in out.labels.tolist()])
+    metrics = quality(y_idx[holdout_mask], labels_idx[holdout_mask], out.probabilities[holdout_mask])
+    split = np.where(holdout_mask, "validation", "train")
+    reference = _reference_frame(x, y_idx, split, labels_idx, out.probabilities, cnames)
+
+    def build(version: int, sha: str) -> Manifest:
+        return Manifest(
+            name=name,
+            version=version,
+            created_at=datetime.now(UTC),
+            sha256=sha,
+            opset=17,
+            features=_feature_specs(x, precision, pii or {}),
+            outputs=OutputSpec(
+                class_names=cnames,
+                class_values=[c.item() if hasattr(c, "item") else c for c in classes],
+            ),
+            metadata_pii=metadata_pii or {},
+            training_data=fingerprint(x, y),
+            hyperparameters=_simple_params(estimator),
+            metrics=metrics,
+            library_versions=library_versions(),
+            parity=parity,
+            description=description,
+        )
+
+    return store.register(name, onnx_bytes, build, reference.to_parquet)
+
+
+def register_onnx_file(
+    store: ModelStore, name: str, onnx_path: Path, schema: dict[str, Any]
+) -> Manifest:
+    """Register an existing ONNX classifier with a schema: features, class names, optional PII.
+
+    Without the original model there is no parity check; the manifest records ``parity: null``.
+    A smoke prediction on the schema's midpoints must succeed.
+    """
+    check_model_name(name)
+    onnx_bytes = onnx_path.read_bytes()
+    try:
+        features = [FeatureSpec.model_validate(f) for f in schema["features"]]
+        outputs = OutputSpec.model_validate(schema.get("outputs", {}))
+        metadata_pii = {k: PiiPolicy(v) for k, v in schema.get("metadata_pii", {}).items()}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RegistrationError(f"schema file is invalid: {exc}") from exc
+    try:
+        sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        probe = np.array(
+            [[((f.min or 0.0) + (f.max or 0.0)) / 2 for f in features]],
+            dtype=np.float64 if inp.type == "tensor(double)" else np.float32,
+        )
+        results = sess.run(None, {inp.name: probe})
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise RegistrationError(f"ONNX smoke prediction failed: {exc}") from exc
+    n_classes = np.asarray(results[-1]).shape[-1]
+    if outputs.class_names and len(outputs.class_names) != n_classes:
+        raise RegistrationError(
+            f"schema names {len(outputs.class_names)} classes, the model outputs {n_classes}"
+        )
+    if not outputs.class_names:
+        outputs.class_names = [str(i) for i in range(n_classes)]
+    if not outputs.class_values:
+        outputs.class_values = list(range(n_classes))
+
+    def build(version: int, sha: str) -> Manifest:
+        return Manifest(
+            name=name,
+            version=version,
+            created_at=datetime.now(UTC),
+            sha256=sha,
+            input_name=inp.name,
+            features=features,
+            outputs=outputs,
+            metadata_pii=metadata_pii,
+            library_versions=library_versions(),
+            parity=None,
+            description=str(schema.get("description", "")),
+        )
+
+    return store.register(name, onnx_bytes, build)
+
+
+__all__ = [
+    "LABEL_COLUMN",
+    "PREDICTION_COLUMN",
+    "SPLIT_COLUMN",
+    "ParityResult",
+    "proba_column",
+    "quality",
+    "register_onnx_file",
+    "register_sklearn",
+]

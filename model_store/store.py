@@ -1,0 +1,197 @@
+"""The on-disk model registry: ``<root>/<model>/<version>/{model.onnx,manifest.json,reference.parquet}``.
+
+Versions are integers and never overwritten. Aliases (``production`` by default) live in
+``<root>/<model>/aliases.json``, replaced atomically by rename so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from model_store.errors import (
+    IntegrityError,
+    ModelNotFoundError,
+    RegistrationError,
+    VersionNotFoundError,
+)
+from model_store.manifest import Manifest
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+REFERENCE_FILE = "reference.parquet"
+ALIASES_FILE = "aliases.json"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_model_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise RegistrationError(
+            f"model name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ModelStore:
+    """Read and write access to a model store directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- reading -----------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, model: str) -> list[int]:
+        mdir = self.root / model
+        if not _NAME.match(model) or not mdir.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in mdir.iterdir()
+            if p.name.isdigit() and (p / MANIFEST_FILE).is_file()
+        )
+
+    def version_dir(self, model: str, version: int) -> Path:
+        if not self.versions(model):
+            raise ModelNotFoundError(f"model {model!r} is not in the store")
+        path = self.root / model / str(version)
+        if not (path / MANIFEST_FILE).is_file():
+            raise VersionNotFoundError(f"model {model!r} has no version {version}")
+        return path
+
+    def manifest(self, model: str, version: int) -> Manifest:
+        path = self.version_dir(model, version) / MANIFEST_FILE
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except ValueError as exc:
+            raise IntegrityError(f"manifest of {model} v{version} is unreadable: {exc}") from exc
+
+    def model_path(self, model: str, version: int) -> Path:
+        return self.version_dir(model, version) / MODEL_FILE
+
+    def reference_path(self, model: str, version: int) -> Path:
+        return self.version_dir(model, version) / REFERENCE_FILE
+
+    def verified_model_bytes(self, model: str, version: int) -> tuple[Manifest, bytes]:
+        """The manifest and model bytes, refused if the file no longer matches its sha256."""
+        manifest = self.manifest(model, version)
+        data = self.model_path(model, version).read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != manifest.sha256:
+            raise IntegrityError(
+                f"{model} v{version}: model.onnx sha256 {actual[:12]}… does not match the "
+                f"manifest's {manifest.sha256[:12]}…; the file was changed after registration"
+            )
+        return manifest, data
+
+    # -- aliases -----------------------------------------------------------------------------
+    def _aliases(self, model: str) -> dict[str, Any]:
+        path = self.root / model / ALIASES_FILE
+        if not path.is_file():
+            return {"aliases": {}, "history": {}}
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+
+    def aliases(self, model: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self._aliases(model)["aliases"].items()}
+
+    def history(self, model: str, alias: str = "production") -> list[int]:
+        """Versions the alias has named, oldest first; the last is the current one."""
+        return [int(v) for v in self._aliases(model)["history"].get(alias, [])]
+
+    def resolve(self, model: str, alias: str = "production") -> int:
+        """The version an alias names, or the newest version when the alias is unset."""
+        versions = self.versions(model)
+        if not versions:
+            raise ModelNotFoundError(f"model {model!r} is not in the store")
+        return self.aliases(model).get(alias, versions[-1])
+
+    def set_alias(self, model: str, version: int, alias: str = "production") -> int | None:
+        """Point ``alias`` at ``version``; returns the previous version."""
+        self.version_dir(model, version)
+        data = self._aliases(model)
+        previous = data["aliases"].get(alias)
+        if previous == version:
+            return int(previous)
+        data["aliases"][alias] = version
+        data["history"].setdefault(alias, []).append(version)
+        _write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+        return None if previous is None else int(previous)
+
+    def rollback(self, model: str, alias: str = "production") -> int:
+        """Move ``alias`` back to the version it named before the last promote."""
+        data = self._aliases(model)
+        history: list[int] = data["history"].get(alias, [])
+        if len(history) < 2:
+            raise RegistrationError(f"{model}: alias {alias!r} has no earlier version to roll back to")
+        history.pop()
+        data["aliases"][alias] = history[-1]
+        _write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+        return history[-1]
+
+    # -- writing -----------------------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        onnx_bytes: bytes,
+        build_manifest: Callable[[int, str], Manifest],
+        write_reference: Callable[[Path], None] | None = None,
+    ) -> Manifest:
+        """Store a new version atomically; ``build_manifest(version, sha256)`` makes its manifest.
+
+        The version directory is assembled in a temporary directory and renamed into place, so a
+        reader sees either no version or a complete one, and two writers never share a number.
+        """
+        check_model_name(name)
+        mdir = self.root / name
+        mdir.mkdir(parents=True, exist_ok=True)
+        sha = hashlib.sha256(onnx_bytes).hexdigest()
+        tmp = Path(tempfile.mkdtemp(dir=mdir, prefix=".incoming-"))
+        try:
+            (tmp / MODEL_FILE).write_bytes(onnx_bytes)
+            if write_reference is not None:
+                write_reference(tmp / REFERENCE_FILE)
+            for _ in range(100):
+                version = max(self.versions(name), default=0) + 1
+                manifest = build_manifest(version, sha)
+                (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+                try:
+                    os.rename(tmp, mdir / str(version))
+                except OSError:
+                    continue  # another writer took this number; try the next
+                return manifest
+            raise RegistrationError(f"could not allocate a version number for {name}")
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Vigil monitoring: drift job, Grafana dashboards and Prometheus rules."""

@@ -1,0 +1,1 @@
+"""Vigil service: HTTP layer, inference core, I/O logging and metrics."""

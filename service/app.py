@@ -1,0 +1,89 @@
+"""``create_app(settings)``: the FastAPI application, built from one settings object."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from model_store.store import ModelStore
+from service.dataplane import DataPlane
+from service.http import errors as http_errors
+from service.http import routes_admin, routes_meta, routes_predict
+from service.http.deps import Runtime
+from service.http.openapi import build_openapi
+from service.iolog.base import DisabledIOLog, IOLog
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.runtime import LoadedModel, session_options
+from service.settings import Settings
+
+log = logging.getLogger("vigil")
+
+
+def build_iolog(settings: Settings, metrics: Metrics) -> IOLog:
+    if not settings.iolog_enabled:
+        return DisabledIOLog()
+    from service.iolog.spool import SpoolIOLog
+
+    return SpoolIOLog(settings, metrics)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics(enabled=settings.metrics_enabled)
+    registry = ModelRegistry(
+        ModelStore(settings.model_store),
+        session_options(settings.ort_intra_op_threads, settings.ort_inter_op_threads),
+        alias=settings.alias,
+    )
+    iolog = build_iolog(settings, metrics)
+    dataplane = DataPlane(registry, iolog, metrics, max_rows=settings.max_rows)
+
+    def on_switch(old: LoadedModel | None, new: LoadedModel) -> None:
+        if old is not None:
+            metrics.model_info.labels(old.name, str(old.version), old.sha256, "1").set(0)
+        metrics.model_info.labels(new.name, str(new.version), new.sha256, "1").set(1)
+
+    registry.on_switch(on_switch)
+    registry.on_failure(
+        lambda model, version, _reason: metrics.model_load_failures.labels(model, str(version)).inc()
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await iolog.start()
+        await asyncio.to_thread(registry.refresh)
+        follower = asyncio.create_task(registry.follow(settings.alias_poll_s))
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await iolog.stop()
+
+    app = FastAPI(
+        title="Vigil",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = Runtime(settings, registry, dataplane, metrics)
+    app.state.draining = False
+    http_errors.install(app, dataplane)
+    app.include_router(routes_predict.router)
+    app.include_router(routes_meta.router)
+    app.include_router(routes_admin.router)
+
+    def openapi() -> dict[str, object]:
+        served = [s.default for s in registry.models().values() if s.default is not None]
+        return build_openapi(app, served, settings.max_rows)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,7 @@
+"""Entry point for ASGI servers: ``uvicorn service.asgi:app`` (settings from the environment)."""
+
+from __future__ import annotations
+
+from service.app import create_app
+
+app = create_app()

@@ -1,0 +1,182 @@
+"""The ``vigil`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from model_store.errors import StoreError
+from model_store.store import ModelStore
+from service.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Vigil: real-time inference with drift monitoring.")
+models_app = typer.Typer(no_args_is_help=True, help="The versioned model store.")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+out = Console()
+
+
+def _store() -> ModelStore:
+    return ModelStore(Settings().model_store)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+@models_app.command("train-demo")
+def train_demo_cmd(
+    c: Annotated[float, typer.Option(help="Inverse regularisation strength of the classifier.")] = 1.0,
+    promote: Annotated[bool, typer.Option(help="Make the new version `production`.")] = True,
+) -> None:
+    """Train the demo classifier `breast-cancer`, convert, check parity, register, promote."""
+    from model_store.demo import train_demo
+
+    with console.status("training, converting and checking parity…"):
+        manifest = train_demo(_store(), c=c, promote=promote)
+    acc = manifest.metrics.get("accuracy", float("nan"))
+    console.print(
+        f"registered [bold]{manifest.name}[/] v{manifest.version} sha256 {manifest.sha256[:12]}… "
+        f"accuracy {acc:.4f}{' → production' if promote else ''}"
+    )
+
+
+@models_app.command("list")
+def list_cmd() -> None:
+    """List models, versions and aliases."""
+    store = _store()
+    table = Table("model", "versions", "aliases")
+    for name in store.models():
+        aliases = ", ".join(f"{k}→v{v}" for k, v in store.aliases(name).items())
+        table.add_row(name, ", ".join(map(str, store.versions(name))), aliases or "-")
+    out.print(table)
+
+
+@models_app.command("show")
+def show_cmd(model: str, version: Annotated[Optional[int], typer.Argument()] = None) -> None:  # noqa: UP045
+    """Print the manifest of a version (default: the production one)."""
+    store = _store()
+    try:
+        v = version if version is not None else store.resolve(model, Settings().alias)
+        out.print_json(store.manifest(model, v).model_dump_json())
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+
+
+@models_app.command("promote")
+def promote_cmd(model: str, version: int) -> None:
+    """Point the alias at VERSION; running services follow within VIGIL_ALIAS_POLL_S."""
+    store = _store()
+    try:
+        store.verified_model_bytes(model, version)
+        previous = store.set_alias(model, version, Settings().alias)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{model}: {Settings().alias} → v{version} (was v{previous})")
+
+
+@models_app.command("rollback")
+def rollback_cmd(model: str) -> None:
+    """Move the alias back to the version it named before the last promote."""
+    try:
+        version = _store().rollback(model, Settings().alias)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{model}: {Settings().alias} → v{version}")
+
+
+@models_app.command("register")
+def register_cmd(
+    name: str,
+    pipeline: Annotated[Optional[Path], typer.Option(help="Fitted scikit-learn estimator (joblib).")] = None,  # noqa: UP045
+    data: Annotated[Optional[Path], typer.Option(help="Training data (CSV or Parquet) with features and target.")] = None,  # noqa: UP045
+    target: Annotated[str, typer.Option(help="Target column in --data.")] = "target",
+    onnx: Annotated[Optional[Path], typer.Option(help="An existing ONNX classifier.")] = None,  # noqa: UP045
+    schema: Annotated[Optional[Path], typer.Option(help="JSON schema file for --onnx.")] = None,  # noqa: UP045
+    holdout: Annotated[float, typer.Option(help="Share of --data used for the parity check.")] = 0.25,
+    precision: Annotated[str, typer.Option(help="float32 or float64 ONNX inputs.")] = "float32",
+    tolerance: Annotated[float, typer.Option(help="Largest probability difference allowed.")] = 1e-4,
+    promote: Annotated[bool, typer.Option(help="Make the new version `production`.")] = False,
+) -> None:
+    """Register your own model: a fitted pipeline with its data, or an ONNX file with a schema."""
+    from model_store.registration import register_onnx_file, register_sklearn
+
+    store = _store()
+    try:
+        if onnx is not None:
+            if schema is None:
+                raise _fail("--onnx needs --schema (features, class names)")
+            manifest = register_onnx_file(store, name, onnx, json.loads(schema.read_text()))
+        elif pipeline is not None and data is not None:
+            import joblib
+            import numpy as np
+            import pandas as pd
+
+            frame = pd.read_parquet(data) if data.suffix == ".parquet" else pd.read_csv(data)
+            if target not in frame.columns:
+                raise _fail(f"--data has no column {target!r}")
+            y = frame.pop(target).to_numpy()
+            rng = np.random.default_rng(0)
+            mask = rng.random(len(frame)) < holdout
+            estimator = joblib.load(pipeline)  # noqa: S301 - the user's own file
+            with console.status("converting and checking parity…"):
+                manifest = register_sklearn(
+                    store, name, estimator, frame, y, holdout_mask=mask,
+                    precision=precision,  # type: ignore[arg-type]
+                    tolerance=tolerance,
+                )
+        else:
+            raise _fail("give --pipeline with --data, or --onnx with --schema")
+        if promote:
+            store.set_alias(name, manifest.version, Settings().alias)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"registered {manifest.name} v{manifest.version} sha256 {manifest.sha256[:12]}…")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (VIGIL_HOST).")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="Port (VIGIL_PORT, default 8000).")] = None,  # noqa: UP045
+    workers: Annotated[Optional[int], typer.Option(help="uvicorn worker processes.")] = None,  # noqa: UP045
+) -> None:
+    """Serve the model store over HTTP (trains the demo model first if the store is empty)."""
+    import uvicorn
+
+    settings = Settings()
+    if settings.train_demo_if_empty and not ModelStore(settings.model_store).models():
+        train_demo_cmd(c=1.0, promote=True)
+    n = workers or settings.workers
+    if n > 1:
+        mp_dir = Path(tempfile.mkdtemp(prefix="vigil-prom-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+    try:
+        uvicorn.run(
+            "service.asgi:app",
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=n,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=25,
+        )
+    finally:
+        if n > 1:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Open Inference Protocol (V2) tensors: decoding requests and encoding responses.
+
+Supports JSON tensors and the binary tensor data extension (``Inference-Header-Content-Length``)
+that tritonclient uses with ``binary_data=True``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import BadRequest, InvalidInput
+from service.runtime import LoadedModel, Prediction
+from service.validation import check_matrix, check_request_id, type_name
+
+LABEL = "label"
+PROBABILITIES = "probabilities"
+OUTPUTS = (LABEL, PROBABILITIES)
+_NP_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_NUMBER_TYPES = frozenset({float, int})
+
+
+@dataclass(frozen=True, slots=True)
+class V2Request:
+    x: np.ndarray
+    request_id: str | None
+    outputs: tuple[str, ...]
+    binary_outputs: frozenset[str]
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise BadRequest("Inference-Header-Content-Length: must be an integer") from None
+    if not 0 < n <= len(body):
+        raise BadRequest(
+            f"Inference-Header-Content-Length: {n} is outside the body of {len(body)} bytes"
+        )
+    return body[:n], body[n:]
+
+
+def decode_v2(body: Any, binary: bytes, model: LoadedModel, max_rows: int) -> V2Request:
+    if not isinstance(body, dict):
+        raise InvalidInput(f"body: expected a JSON object, got {type_name(body)}")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("inputs: expected a non-empty array of tensors")
+    params = body.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInput("parameters: expected an object")
+    request_id = check_request_id(body.get("id"), "id")
+    tensors: list[_Tensor] = []
+    offset = 0
+    for i, t in enumerate(inputs):
+        tensor, used = _tensor(t, i, binary, offset)
+        tensors.append(tensor)
+        offset += used
+    if offset != len(binary):
+        raise InvalidInput(
+            f"binary data: {len(binary)} bytes sent, the tensors declare {offset}"
+        )
+    x = _assemble(tensors, model, max_rows)
+    check_matrix(model, x, "inputs")
+    outputs, binary_outputs = _requested_outputs(body.get("outputs"), params or {})
+    return V2Request(x, request_id, outputs, binary_outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tensor:
+    name: str
+    shape: tuple[int, ...]
+    data: np.ndarray  # flat float64
+
+
+def _tensor(t: Any, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
+    """A decoded tensor and how many bytes of the binary section it consumed."""
+    where = f"inputs[{i}]"
+    if not isinstance(t, dict):
+        raise InvalidInput(f"{where}: expected a tensor object, got {type_name(t)}")
+    name, shape, dtype = t.get("name"), t.get("shape"), t.get("datatype")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{where}.name: required string is missing")
+    where = f"inputs[{name!r}]"
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or len(shape) > 2
+        or any(type(d) is not int or d < 0 for d in shape)
+    ):
+        raise InvalidInput(f"{where}.shape: expected 1 or 2 non-negative integers, got {shape!r}")
+    if dtype not in _NP_TYPES:
+        raise InvalidInput(f"{where}.datatype: {dtype!r} is not supported; use FP32 or FP64")
+    count = int(np.prod(shape))
+    tparams = t.get("parameters") or {}
+    if not isinstance(tparams, dict):
+        raise InvalidInput(f"{where}.parameters: expected an object")
+    used = 0
+    if "binary_data_size" in tparams:
+        used = tparams["binary_data_size"]
+        data = _binary_data(used, binary[offset:], _NP_TYPES[dtype], where)
+    else:
+        data = _json_data(t.get("data"), where)
+    if data.size != count:
+        raise InvalidInput(
+            f"{where}: shape {shape} needs {count} values, data has {data.size}"
+        )
+    return _Tensor(name, tuple(shape), data), used
+
+
+def _binary_data(size: Any, binary: bytes, dtype: np.dtype[Any], where: str) -> np.ndarray:
+    if type(size) is not int or size < 0 or size % dtype.itemsize:
+        raise InvalidInput(f"{where}.parameters.binary_data_size: invalid size {size!r}")
+    if size > len(binary):
+        raise InvalidInput(f"{where}: binary_data_size {size} exceeds the binary payload")
+    return np.frombuffer(binary[:size], dtype=dtype).astype(np.float64)
+
+
+def _json_data(data: Any, where: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise InvalidInput(f"{where}.data: expected an array of numbers, got {type_name(data)}")
+    flat: list[Any] = data
+    while flat and isinstance(flat[0], list):
+        if not all(isinstance(v, list) for v in flat):
+            raise InvalidInput(f"{where}.data: mixes arrays and scalars")
+        flat = list(chain.from_iterable(flat))
+    if not set(map(type, flat)) <= _NUMBER_TYPES:
+        bad = next(v for v in flat if type(v) not in _NUMBER_TYPES)
+        raise InvalidInput(f"{where}.data: expected numbers, found {type_name(bad)}")
+    try:
+        return np.array(flat, dtype=np.float64)
+    except OverflowError:
+        raise InvalidInput(f"{where}.data: a number is out of range") from None
+
+
+def _assemble(tensors: list[_Tensor], model: LoadedModel, max_rows: int) -> np.ndarray:
+    n = model.n_features
+    if len(tensors) == 1 and len(tensors[0].shape) == 2:
+        t = tensors[0]
+        if t.shape[1] != n:
+            raise InvalidInput(
+                f"inputs[{t.name!r}].shape: expected [batch, {n}], got {list(t.shape)}"
+            )
+        rows = t.shape[0]
+        x = t.data.reshape(rows, n)
+    else:
+        by_name = {t.name: t for t in tensors}
+        if len(by_name) != len(tensors):
+            raise InvalidInput("inputs: a tensor name appears twice")
+        unknown = by_name.keys() - model.feature_index.keys()
+        if unknown:
+            raise InvalidInput(
+                f"inputs: unknown tensor {sorted(unknown)[0]!r}; send one [batch, {n}] tensor "
+                "or one tensor per feature"
+            )
+        missing = [f for f in model.feature_names if f not in by_name]
+        if missing:
+            raise InvalidInput(f"inputs: missing feature tensor {missing[0]!r}")
+        lengths = {t.shape[0] for t in tensors}
+        if len(lengths) != 1 or any(len(t.shape) == 2 and t.shape[1] != 1 for t in tensors):
+            raise InvalidInput("inputs: feature tensors must all have shape [batch] or [batch, 1]")
+        rows = lengths.pop()
+        x = np.column_stack([by_name[f].data for f in model.feature_names])
+    if rows == 0:
+        raise InvalidInput("inputs: the batch is empty")
+    if rows > max_rows:
+        raise InvalidInput(f"inputs: {rows} rows exceed the limit of {max_rows}")
+    return x
+
+
+def _requested_outputs(
+    outputs: Any, params: dict[str, Any]
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    default_binary = params.get("binary_data_output") is True
+    if outputs is None:
+        names = OUTPUTS
+        return names, frozenset(names) if default_binary else frozenset()
+    if not isinstance(outputs, list):
+        raise InvalidInput("outputs: expected an array of {name} objects")
+    names_list: list[str] = []
+    binary: set[str] = set()
+    for i, o in enumerate(outputs):
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise InvalidInput(f"outputs[{i}]: expected an object with a string name")
+        name = o["name"]
+        if name not in OUTPUTS:
+            raise InvalidInput(f"outputs[{i}].name: unknown output {name!r}; known: {list(OUTPUTS)}")
+        names_list.append(name)
+        oparams = o.get("parameters") or {}
+        if not isinstance(oparams, dict):
+            raise InvalidInput(f"outputs[{i}].parameters: expected an object")
+        if oparams.get("binary_data", default_binary) is True:
+            binary.add(name)
+    return tuple(dict.fromkeys(names_list)), frozenset(binary)
+
+
+def encode_v2(
+    model: LoadedModel, req: V2Request, pred: Prediction, request_id: str
+) -> tuple[bytes, int | None]:
+    """The response body and, when binary outputs were asked for, the JSON header length."""
+    rows = pred.labels.shape[0]
+    out_json: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in req.outputs:
+        if name == LABEL:
+            labels = model.class_names_arr[pred.labels]
+            entry: dict[str, Any] = {"name": LABEL, "datatype": "BYTES", "shape": [rows]}
+            if LABEL in req.binary_outputs:
+                blob = b"".join(
+                    struct.pack("<I", len(b)) + b for b in (s.encode() for s in labels.tolist())
+                )
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                entry["data"] = labels.tolist()
+        else:
+            entry = {"name": PROBABILITIES, "datatype": "FP32", "shape": list(pred.probabilities.shape)}
+            if PROBABILITIES in req.binary_outputs:
+                blob = pred.probabilities.astype("<f4").tobytes()
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                entry["data"] = pred.probabilities.reshape(-1)
+        out_json.append(entry)
+    header = orjson.dumps(
+        {
+            "model_name": model.name,
+            "model_version": str(model.version),
+            "id": request_id,
+            "outputs": out_json,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)

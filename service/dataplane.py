@@ -1,0 +1,180 @@
+"""The inference core: resolve the model, validate, run, log, measure. Knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from model_store.errors import VersionNotFoundError
+from service.codec_v1 import decode_v1
+from service.codec_v2 import decode_v2, encode_v2
+from service.iolog.base import IOLog
+from service.iolog.record import IORecord, RejectedRecord
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.runtime import LoadedModel, Prediction
+
+V1_ENDPOINT = "v1_predict"
+V2_ENDPOINT = "v2_infer"
+FEEDBACK_ENDPOINT = "feedback"
+_DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    body: bytes
+    request_id: str
+    binary_header_length: int | None = None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_version(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not version.isdigit() or len(version) > 9:
+        raise VersionNotFoundError(f"version {version[:40]!r} not found: versions are integers")
+    return int(version)
+
+
+class DataPlane:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        iolog: IOLog,
+        metrics: Metrics,
+        *,
+        max_rows: int,
+        inline_max_rows: int = 256,
+    ) -> None:
+        self.registry = registry
+        self.iolog = iolog
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self.inline_max_rows = inline_max_rows
+
+    async def _run(self, model: LoadedModel, x: np.ndarray) -> Prediction:
+        # Small batches run inline (microseconds); large ones leave the event loop free.
+        if x.shape[0] <= self.inline_max_rows:
+            return model.predict(x)
+        return await asyncio.to_thread(model.predict, x)
+
+    async def predict_v1(
+        self, model_name: str, version: str | None, body: Any, header_id: str | None, started: float
+    ) -> Result:
+        model = self.registry.get(model_name, parse_version(version))
+        req = decode_v1(body, model, self.max_rows)
+        request_id = header_id or req.request_id or new_request_id()
+        pred = await self._run(model, req.x)
+        names = model.class_names
+        labels = model.class_names_arr[pred.labels].tolist()
+        probs = pred.probabilities.tolist()
+        predictions = [
+            {"label": lab, "probabilities": dict(zip(names, p, strict=True))}
+            for lab, p in zip(labels, probs, strict=True)
+        ]
+        out = orjson.dumps(
+            {
+                "model": model.name,
+                "version": model.version,
+                "request_id": request_id,
+                "predictions": predictions,
+            }
+        )
+        await self._finish(model, V1_ENDPOINT, request_id, req.x, pred, req.metadata, started)
+        return Result(out, request_id)
+
+    async def infer_v2(
+        self,
+        model_name: str,
+        version: str | None,
+        body: Any,
+        binary: bytes,
+        header_id: str | None,
+        started: float,
+    ) -> Result:
+        model = self.registry.get(model_name, parse_version(version))
+        req = decode_v2(body, binary, model, self.max_rows)
+        request_id = header_id or req.request_id or new_request_id()
+        pred = await self._run(model, req.x)
+        out, header_len = encode_v2(model, req, pred, request_id)
+        await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started)
+        return Result(out, request_id, header_len)
+
+    async def _finish(
+        self,
+        model: LoadedModel,
+        endpoint: str,
+        request_id: str,
+        x: np.ndarray,
+        pred: Prediction,
+        metadata: dict[str, str],
+        started: float,
+    ) -> None:
+        latency = time.perf_counter() - started
+        await self.iolog.append(
+            IORecord(
+                request_id=request_id,
+                received_at=time.time() - latency,
+                model=model.name,
+                version=model.version,
+                sha256=model.sha256,
+                endpoint=endpoint,
+                status=200,
+                latency_s=latency,
+                feature_names=model.feature_names,
+                inputs=x,
+                class_names=model.class_names,
+                labels=pred.labels,
+                probabilities=pred.probabilities,
+                metadata=metadata,
+            )
+        )
+        self.metrics.observe(
+            model.name,
+            str(model.version),
+            endpoint,
+            200,
+            time.perf_counter() - started,
+            int(x.shape[0]),
+            pred.model_seconds,
+        )
+
+    async def reject(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        version: str,
+        status: int,
+        kind: str,
+        error: str,
+        request_id: str,
+        body_excerpt: str,
+        started: float,
+    ) -> None:
+        """Count and log a request answered with an error. Never raises."""
+        self.metrics.error(endpoint, kind)
+        self.metrics.observe(
+            model or "-", version or "-", endpoint, status, time.perf_counter() - started, 0, None
+        )
+        await self.iolog.append_rejected(
+            RejectedRecord(
+                request_id=request_id,
+                received_at=time.time(),
+                model=model,
+                version=version,
+                endpoint=endpoint,
+                status=status,
+                error=error,
+                body_excerpt=body_excerpt,
+            )
+        )

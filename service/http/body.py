@@ -1,0 +1,93 @@
+"""Reading request bodies within limits: size, content type, content encoding, JSON syntax."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+BODY_STATE = "vigil_body"
+_JSON_TYPES = frozenset({"application/json", ""})
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_raw(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length: not a number")
+        if int(declared) > max_bytes:
+            raise PayloadTooLarge(f"body: {declared} bytes exceed the limit of {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body: more than {max_bytes} bytes (the limit)")
+        chunks.append(chunk)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        body = _gunzip(body, max_bytes)
+    elif encoding not in ("identity", ""):
+        raise UnsupportedMediaType(f"Content-Encoding: {encoding!r} is not supported; use gzip")
+    request.state.vigil_body = body
+    return body
+
+
+def _gunzip(body: bytes, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body: Content-Encoding says gzip but the body is not gzip ({exc})") from None
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"body: more than {max_bytes} bytes once decompressed (the limit)")
+    if not inflater.eof:
+        raise BadRequest("body: truncated gzip stream")
+    return out
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise BadRequest("body: empty; expected a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body: malformed JSON ({exc})") from None
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    media = _media_type(request)
+    if media not in _JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type: {media!r} is not accepted; send application/json"
+        )
+    return parse_json(await read_raw(request, max_bytes))
+
+
+async def read_v2(request: Request, max_bytes: int) -> tuple[Any, bytes]:
+    """A V2 body: JSON alone, or JSON header + binary tensors (binary data extension)."""
+    header_len = request.headers.get("inference-header-content-length")
+    media = _media_type(request)
+    if header_len is None and media not in _JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type: {media!r} is not accepted; send application/json, or binary tensors "
+            "with Inference-Header-Content-Length"
+        )
+    from service.codec_v2 import split_binary
+
+    head, binary = split_binary(await read_raw(request, max_bytes), header_len)
+    return parse_json(head), binary
+
+
+def body_excerpt(request: Request, limit: int = 2048) -> str:
+    raw: bytes = getattr(request.state, BODY_STATE, b"")
+    return raw[:limit].decode("utf-8", errors="replace")

@@ -1,0 +1,25 @@
+"""Objects routes depend on, stored on the app at creation (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from service.dataplane import DataPlane
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: ModelRegistry
+    dataplane: DataPlane
+    metrics: Metrics
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt

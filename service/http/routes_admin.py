@@ -1,0 +1,86 @@
+"""Admin routes: anything that changes what is served. Bearer token required; off without one."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from service.dataplane import parse_version
+from service.errors import InvalidInput, NotFound, Unauthorized
+from service.http.body import read_json
+from service.http.deps import Runtime, runtime
+from service.http.openapi import ERROR_RESPONSES
+
+
+def require_admin(request: Request) -> Runtime:
+    rt = runtime(request)
+    token = rt.settings.admin_token
+    if not token:
+        raise NotFound("the admin API is disabled: set VIGIL_ADMIN_TOKEN to enable it")
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("admin API: send Authorization: Bearer <VIGIL_ADMIN_TOKEN>")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("admin API: wrong token")
+    return rt
+
+
+AdminDep = Annotated[Runtime, Depends(require_admin)]
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
+
+
+def _json(data: Any) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+@router.post("/models/{model}/promote", summary="Point the alias at a version and serve it")
+async def promote(request: Request, model: str, rt: AdminDep) -> Response:
+    body = await read_json(request, 4096)
+    version = body.get("version") if isinstance(body, dict) else None
+    if type(version) is not int:
+        raise InvalidInput("version: required integer")
+    # Load and smoke-test before the alias moves: a broken version is never promoted.
+    loaded = await asyncio.to_thread(rt.registry.switch, model, version)
+    previous = await asyncio.to_thread(rt.registry.store.set_alias, model, version, rt.settings.alias)
+    return _json({"model": model, "serving_version": loaded.version, "previous_version": previous})
+
+
+@router.post("/models/{model}/rollback", summary="Move the alias back to the previous version")
+async def rollback(model: str, rt: AdminDep) -> Response:
+    store = rt.registry.store
+    history = store.history(model, rt.settings.alias)
+    if len(history) < 2:
+        raise InvalidInput(f"{model}: nothing to roll back to")
+    target = int(history[-2])
+    await asyncio.to_thread(rt.registry.switch, model, target)
+    await asyncio.to_thread(store.rollback, model, rt.settings.alias)
+    return _json({"model": model, "serving_version": target})
+
+
+@router.post("/models/{model}/versions/{version}/load", summary="Load a version")
+async def load(model: str, version: str, rt: AdminDep) -> Response:
+    v = parse_version(version)
+    assert v is not None
+    loaded = await asyncio.to_thread(rt.registry.get, model, v)
+    return _json({"model": model, "version": loaded.version, "loaded": True})
+
+
+@router.post("/models/{model}/versions/{version}/unload", summary="Unload a version")
+async def unload(model: str, version: str, rt: AdminDep) -> Response:
+    v = parse_version(version)
+    assert v is not None
+    rt.registry.unload(model, v)
+    return _json({"model": model, "version": v, "loaded": False})
+
+
+@router.post("/reload", summary="Re-read the store and retry versions that failed to load")
+async def reload(rt: AdminDep) -> Response:
+    await asyncio.to_thread(rt.registry.retry_failed)
+    _, report = rt.registry.readiness()
+    return _json({"models": report})

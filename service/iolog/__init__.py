@@ -1,0 +1,1 @@
+"""The I/O log: every request's inputs and outputs, spooled durably, then stored for readers."""

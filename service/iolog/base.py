@@ -1,0 +1,42 @@
+"""The interface the data plane logs through, and the implementation for logging turned off."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from service.iolog.record import IORecord, RejectedRecord
+
+
+class IOLog(Protocol):
+    async def append(self, record: IORecord) -> None:
+        """Return once the record is durable per the fsync policy; raise LogUnavailable if not."""
+
+    async def append_rejected(self, record: RejectedRecord) -> None: ...
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Flush everything acknowledged and hand it to the store."""
+
+
+class DisabledIOLog:
+    """VIGIL_IOLOG_ENABLED=false: nothing is recorded (the benchmark's 'logging off' variant)."""
+
+    async def append(self, record: IORecord) -> None:
+        return None
+
+    async def append_rejected(self, record: RejectedRecord) -> None:
+        return None
+
+    def health(self) -> tuple[bool, str]:
+        return True, "I/O logging disabled"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None

@@ -1,0 +1,45 @@
+"""What the data plane hands to the I/O log: one record per request (rows inside as arrays)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class IORecord:
+    """A served request. Arrays are per row; PII is applied by the log before anything is written."""
+
+    request_id: str
+    received_at: float  # unix seconds, UTC
+    model: str
+    version: int
+    sha256: str
+    endpoint: str
+    status: int
+    latency_s: float
+    feature_names: tuple[str, ...]
+    inputs: np.ndarray  # float64 [rows, n_features]
+    class_names: tuple[str, ...]
+    labels: np.ndarray  # int64 class indices [rows]
+    probabilities: np.ndarray  # float32 [rows, n_classes]
+    metadata: dict[str, str]
+
+    @property
+    def rows(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+@dataclass(slots=True)
+class RejectedRecord:
+    """A request answered with a 4xx (or 503): kept with its error and a bounded body excerpt."""
+
+    request_id: str
+    received_at: float
+    model: str
+    version: str
+    endpoint: str
+    status: int
+    error: str
+    body_excerpt: str

@@ -1,0 +1,160 @@
+"""Prometheus metrics of the service, taken in one place (the data plane) and nowhere else.
+
+Each app gets its own registry so tests do not leak series into each other. Under
+``vigil serve --workers N`` the values live in PROMETHEUS_MULTIPROC_DIR and /metrics sums them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+    0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+MODEL_BUCKETS = (
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_seconds = Histogram(
+            "vigil_request_duration_seconds",
+            "Time from request received to response ready, by model, version, endpoint, status.",
+            ["model", "version", "endpoint", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "vigil_model_inference_duration_seconds",
+            "Time spent in onnxruntime per request.",
+            ["model", "version"],
+            buckets=MODEL_BUCKETS,
+            registry=r,
+        )
+        self.rows = Histogram(
+            "vigil_request_rows",
+            "Rows (instances) per prediction request.",
+            ["model", "version", "endpoint"],
+            buckets=ROW_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "vigil_requests_in_flight",
+            "Prediction requests being processed.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.errors = Counter(
+            "vigil_request_errors_total",
+            "Requests answered with an error, by endpoint and error type.",
+            ["endpoint", "type"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "vigil_model_info",
+            "1 for each model version loaded in this process; serving=1 marks the default.",
+            ["model", "version", "sha256", "serving"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_load_failures = Counter(
+            "vigil_model_load_failures_total",
+            "Model versions refused at load (integrity, smoke test, onnxruntime errors).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.iolog_spooled = Counter(
+            "vigil_iolog_records_spooled_total",
+            "I/O records appended to the local spool (one per row).",
+            ["table"],
+            registry=r,
+        )
+        self.iolog_delivered = Counter(
+            "vigil_iolog_records_delivered_total",
+            "I/O records moved from the spool into the log store.",
+            ["table"],
+            registry=r,
+        )
+        self.iolog_backlog = Gauge(
+            "vigil_iolog_backlog_bytes",
+            "Bytes in spool segments not yet delivered to the log store.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.iolog_failures = Counter(
+            "vigil_iolog_failures_total",
+            "Failures of the I/O log pipeline, by stage (spool, deliver).",
+            ["stage"],
+            registry=r,
+        )
+        self.iolog_unlogged = Counter(
+            "vigil_iolog_unlogged_records_total",
+            "Rows served without being logged (only with VIGIL_ON_LOG_FAILURE=serve).",
+            registry=r,
+        )
+        self.iolog_healthy = Gauge(
+            "vigil_iolog_healthy",
+            "1 when the I/O log spool can be written.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def observe(
+        self,
+        model: str,
+        version: str,
+        endpoint: str,
+        status: int,
+        seconds: float,
+        rows: int,
+        model_seconds: float | None,
+    ) -> None:
+        if not self.enabled:
+            return
+        key = (model, version, endpoint, str(status))
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.request_seconds.labels(model, version, endpoint, str(status)),
+                self.rows.labels(model, version, endpoint),
+                self.model_seconds.labels(model, version),
+            )
+            self._children[key] = children
+        children[0].observe(seconds)
+        if model_seconds is not None:
+            children[1].observe(rows)
+            children[2].observe(model_seconds)
+
+    def error(self, endpoint: str, kind: str) -> None:
+        if self.enabled:
+            self.errors.labels(endpoint, kind).inc()
+
+    def exposition(self) -> bytes:
+        mp_dir = multiprocess_dir()
+        if mp_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=mp_dir)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,87 @@
+"""A loaded model version: one onnxruntime session plus what the hot path needs from its manifest."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from model_store.manifest import Manifest
+from model_store.store import ModelStore
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    labels: np.ndarray  # class indices, int64 [batch]
+    probabilities: np.ndarray  # float32 [batch, n_classes]
+    model_seconds: float
+
+
+def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn the core the HTTP loop needs; a tabular model runs in microseconds.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
+class LoadedModel:
+    """Immutable once built; shared by all requests of a worker."""
+
+    def __init__(self, manifest: Manifest, onnx_bytes: bytes, opts: ort.SessionOptions) -> None:
+        self.manifest = manifest
+        self.name = manifest.name
+        self.version = manifest.version
+        self.sha256 = manifest.sha256
+        self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name: str = inp.name
+        self.dtype = np.float64 if inp.type == "tensor(double)" else np.float32
+        self.feature_names: tuple[str, ...] = tuple(manifest.feature_names)
+        self.n_features = len(self.feature_names)
+        self.feature_index = {n: i for i, n in enumerate(self.feature_names)}
+        self.class_names: tuple[str, ...] = tuple(manifest.outputs.class_names)
+        self.class_names_arr = np.asarray(self.class_names, dtype=object)
+        self._label_output = manifest.outputs.label
+        self._proba_output = manifest.outputs.probabilities
+        values = manifest.outputs.class_values
+        self._identity_labels = values == list(range(len(values)))
+        self._label_lookup = {v: i for i, v in enumerate(values)}
+        self._outputs = [self._label_output, self._proba_output or self._label_output]
+        self.categories = {
+            i: frozenset(f.categories) for i, f in enumerate(manifest.features) if f.categories
+        }
+
+    @classmethod
+    def load(cls, store: ModelStore, model: str, version: int, opts: ort.SessionOptions) -> LoadedModel:
+        """Load a version, refusing it if its file does not match its manifest."""
+        manifest, data = store.verified_model_bytes(model, version)
+        loaded = cls(manifest, data, opts)
+        loaded.smoke_test()
+        return loaded
+
+    def smoke_test(self) -> None:
+        """One prediction on the training midpoints; raises if the model cannot serve."""
+        mid = [((f.min or 0.0) + (f.max or 0.0)) / 2 for f in self.manifest.features]
+        pred = self.predict(np.asarray([mid], dtype=np.float64))
+        if pred.probabilities.shape != (1, len(self.class_names)):
+            raise ValueError(
+                f"smoke prediction returned probabilities of shape {pred.probabilities.shape}, "
+                f"expected (1, {len(self.class_names)})"
+            )
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        start = time.perf_counter()
+        label, proba = self.session.run(self._outputs, {self.input_name: x.astype(self.dtype, copy=False)})
+        elapsed = time.perf_counter() - start
+        if self._identity_labels:
+            labels = np.asarray(label, dtype=np.int64).reshape(-1)
+        else:
+            labels = np.fromiter((self._label_lookup[v] for v in np.asarray(label).reshape(-1).tolist()), dtype=np.int64)
+        return Prediction(labels, np.asarray(proba, dtype=np.float32), elapsed)

@@ -1,0 +1,145 @@
+"""The one settings class of Vigil, read from the environment with the prefix ``VIGIL_``."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("VIGIL_HOME", Path.cwd() / ".vigil"))
+
+
+class FsyncPolicy(StrEnum):
+    """When the I/O log spool is fsynced to disk."""
+
+    NEVER = "never"
+    INTERVAL = "interval"
+    ALWAYS = "always"
+
+
+class OnLogFailure(StrEnum):
+    """What the service does when an I/O record cannot be written."""
+
+    REJECT = "reject"
+    SERVE = "serve"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Everything Vigil can be configured with; each field maps to ``VIGIL_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="`production` refuses unsafe defaults (e.g. demo training at start).",
+    )
+    model_store: Path = Field(
+        default_factory=lambda: _default_home() / "models",
+        description="Directory of the model store: <store>/<model>/<version>/.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: _default_home() / "data",
+        description="Directory for the I/O log spool, the Parquet log store and drift reports.",
+    )
+    log_store: str = Field(
+        "",
+        description="Where I/O records land: a directory path (Parquet) or a postgresql:// URL. "
+        "Empty means <data_dir>/iolog.",
+    )
+    iolog_enabled: bool = Field(True, description="Log every request's inputs and outputs.")
+    fsync: FsyncPolicy = Field(
+        FsyncPolicy.INTERVAL,
+        description="Spool fsync policy: `never` (process-crash safe), `interval` "
+        "(also power-loss safe up to fsync_interval_s), `always` (fsync before every ack).",
+    )
+    fsync_interval_s: float = Field(1.0, gt=0, description="Seconds between spool fsyncs.")
+    on_log_failure: OnLogFailure = Field(
+        OnLogFailure.REJECT,
+        description="`reject`: answer 503 when the log cannot be written; `serve`: keep serving "
+        "and count unlogged records in vigil_iolog_unlogged_records_total.",
+    )
+    spool_segment_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Spool segment size before it is rotated."
+    )
+    spool_segment_seconds: float = Field(
+        10.0, gt=0, description="Age after which a non-empty spool segment is rotated."
+    )
+    compact_interval_s: float = Field(
+        2.0, gt=0, description="How often closed spool segments are moved into the store."
+    )
+    pii_secret: str = Field(
+        "", description="Key for HMAC-SHA256 hashing of features marked PII `hash`."
+    )
+    metrics_enabled: bool = Field(True, description="Export Prometheus metrics at /metrics.")
+    admin_token: str = Field(
+        "",
+        description="Bearer token for the admin API; empty disables the admin API entirely.",
+    )
+    max_rows: int = Field(10_000, gt=0, description="Largest batch accepted in one request.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Requests running longer than this are answered 503."
+    )
+    ort_intra_op_threads: int = Field(
+        1, ge=0, description="onnxruntime intra-op threads per session (0 = onnxruntime default)."
+    )
+    ort_inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads.")
+    alias: str = Field("production", description="Alias naming the default version served.")
+    alias_poll_s: float = Field(
+        1.0, gt=0, description="How often the store's aliases are checked for promote/rollback."
+    )
+    train_demo_if_empty: bool = Field(
+        True, description="`vigil serve` trains and registers the demo model if the store is empty."
+    )
+    host: str = Field("127.0.0.1", description="Bind address of `vigil serve`.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `vigil serve`.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    pushgateway_url: str = Field("", description="Pushgateway the drift job pushes gauges to.")
+    drift_min_rows: int = Field(
+        100, gt=0, description="Fewer rows than this in a window: status insufficient_data."
+    )
+    drift_max_rows: int = Field(
+        50_000, gt=0, description="Windows larger than this are sampled down to it."
+    )
+    drift_performance_tolerance: float = Field(
+        0.05, ge=0, description="Drop in accuracy/F1 vs reference that flags model drift."
+    )
+    drift_min_labelled_rows: int = Field(
+        50, gt=0, description="Labelled rows needed in a window to judge model drift."
+    )
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def log_store_url(self) -> str:
+        return self.log_store or str(self.data_dir / "iolog")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if self.environment is Environment.PRODUCTION:
+            if self.train_demo_if_empty:
+                raise ValueError(
+                    "VIGIL_TRAIN_DEMO_IF_EMPTY must be false when VIGIL_ENVIRONMENT=production"
+                )
+            if self.admin_token and len(self.admin_token) < 16:
+                raise ValueError("VIGIL_ADMIN_TOKEN must be at least 16 characters in production")
+        return self

@@ -1,0 +1,90 @@
+"""Fixtures chained store → settings → app → client, plus a live server factory."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from model_store.demo import DEMO_MODEL, demo_data, train_demo
+from model_store.store import ModelStore
+from service.app import create_app
+from service.settings import Settings
+from tests.servers import VigilServer, start_vigil
+
+
+@pytest.fixture(scope="session")
+def _demo_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo-store") / "models"
+    store = ModelStore(root)
+    train_demo(store)  # v1, production
+    train_demo(store, c=0.01, promote=False)  # v2: a different, weaker model
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path, _demo_store_template: Path) -> Path:
+    """A Vigil home with a copy of the demo store (v1 production, v2 candidate)."""
+    shutil.copytree(_demo_store_template, tmp_path / "models")
+    return tmp_path
+
+
+@pytest.fixture
+def store(home: Path) -> ModelStore:
+    return ModelStore(home / "models")
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return Settings(
+        model_store=home / "models",
+        data_dir=home / "data",
+        alias_poll_s=0.2,
+        compact_interval_s=0.2,
+        spool_segment_seconds=0.5,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def demo() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    return demo_data()
+
+
+@pytest.fixture
+def rows(demo: tuple[pd.DataFrame, np.ndarray, list[str]]) -> list[dict[str, float]]:
+    records: list[dict[str, float]] = demo[0].to_dict("records")
+    return records
+
+
+@pytest.fixture
+def vigil_server(home: Path) -> Iterator[Callable[..., VigilServer]]:
+    started: list[VigilServer] = []
+
+    def factory(**kwargs: object) -> VigilServer:
+        server = start_vigil(home, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+MODEL = DEMO_MODEL
