@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from model_store.store import ModelStore
 from service.dataplane import DataPlane
 from service.http import errors as http_errors
-from service.http import routes_admin, routes_meta, routes_predict
+from service.http import routes_admin, routes_feedback, routes_meta, routes_predict
 from service.http.deps import Runtime
 from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.draining = False
     http_errors.install(app, dataplane)
     app.include_router(routes_predict.router)
+    app.include_router(routes_feedback.router)
     app.include_router(routes_meta.router)
     app.include_router(routes_admin.router)
 

@@ -14,6 +14,8 @@ import orjson
 from model_store.errors import VersionNotFoundError
 from service.codec_v1 import decode_v1
 from service.codec_v2 import decode_v2, encode_v2
+from service.errors import InvalidInput
+from service.validation import decode_feedback
 from service.iolog.base import IOLog
 from service.iolog.record import IORecord, RejectedRecord
 from service.metrics import Metrics
@@ -108,6 +110,27 @@ class DataPlane:
         out, header_len = encode_v2(model, req, pred, request_id)
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started)
         return Result(out, request_id, header_len)
+
+    async def feedback(self, body: Any) -> int:
+        """Validate ground-truth labels against the model's classes and log them durably."""
+        items = decode_feedback(body, self.max_rows)
+        served = {name: st.default for name, st in self.registry.models().items() if st.default}
+        by_model: dict[str, list[tuple[str, int, str]]] = {}
+        for i, (model_name, request_id, row, label) in enumerate(items):
+            if model_name is None:
+                if len(served) != 1:
+                    raise InvalidInput(f"[{i}].model: required when several models are served")
+                model_name = next(iter(served))
+            model = served.get(model_name) or self.registry.get(model_name)
+            if label not in model.class_names:
+                raise InvalidInput(
+                    f"[{i}].label: {label!r} is not a class of {model.name} "
+                    f"({', '.join(model.class_names)})"
+                )
+            by_model.setdefault(model.name, []).append((request_id, row, label))
+        for model_name, rows in by_model.items():
+            await self.iolog.append_feedback(model_name, rows)
+        return len(items)
 
     async def _finish(
         self,

@@ -71,3 +71,38 @@ def _type_name(value: Any) -> str:
 
 
 type_name = _type_name
+
+
+_FEEDBACK_KEYS = frozenset({"request_id", "row", "label", "model"})
+FeedbackItem = tuple[str | None, str, int, str]
+
+
+def decode_feedback(body: Any, max_items: int) -> list[FeedbackItem]:
+    """``[{"request_id", "row", "label", "model"?}, …]`` → (model, request_id, row, label)."""
+    if not isinstance(body, list):
+        raise InvalidInput(f"body: expected an array of feedback items, got {_type_name(body)}")
+    if not body:
+        raise InvalidInput("body: the feedback batch is empty")
+    if len(body) > max_items:
+        raise InvalidInput(f"body: {len(body)} items exceed the limit of {max_items}")
+    out: list[FeedbackItem] = []
+    for i, item in enumerate(body):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"[{i}]: expected an object, got {_type_name(item)}")
+        extra = item.keys() - _FEEDBACK_KEYS
+        if extra:
+            raise InvalidInput(f"[{i}]: unknown field {sorted(extra)[0]!r}")
+        request_id = check_request_id(item.get("request_id"), f"[{i}].request_id")
+        if request_id is None:
+            raise InvalidInput(f"[{i}].request_id: required field is missing")
+        row = item.get("row", 0)
+        if type(row) is not int or not 0 <= row < 1_000_000:
+            raise InvalidInput(f"[{i}].row: expected a non-negative integer, got {row!r}")
+        label = item.get("label")
+        if not isinstance(label, str):
+            raise InvalidInput(f"[{i}].label: expected a class name string, got {_type_name(label)}")
+        model = item.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidInput(f"[{i}].model: expected a string")
+        out.append((model, request_id, row, label))
+    return out

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from model_store import errors as store_errors
 from service import errors
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, new_request_id
 from service.http.body import body_excerpt
 from service.registry import ModelNotReadyError, VersionInUseError, VersionLoadError
 
@@ -58,7 +58,7 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
     async def domain_error(request: Request, exc: Exception) -> Response:
         err = to_domain(exc)
         endpoint = getattr(request.state, "endpoint", None)
-        request_id = getattr(request.state, "request_id", "") or ""
+        request_id = getattr(request.state, "request_id", None) or new_request_id()
         if endpoint is not None:
             params = request.path_params
             model = params.get("model", "")
@@ -73,7 +73,7 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
                 body_excerpt=body_excerpt(request),
                 started=getattr(request.state, "started", time.perf_counter()),
             )
-        headers = {"X-Request-ID": request_id} if request_id else {}
+        headers = {"X-Request-ID": request_id}
         if err.status_code == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return error_response(err.status_code, err.message, headers)

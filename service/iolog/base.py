@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from service.errors import LogUnavailable
 from service.iolog.record import IORecord, RejectedRecord
 
 
@@ -12,6 +13,9 @@ class IOLog(Protocol):
         """Return once the record is durable per the fsync policy; raise LogUnavailable if not."""
 
     async def append_rejected(self, record: RejectedRecord) -> None: ...
+
+    async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
+        """Durably record ground-truth labels: (request_id, row, label) per item."""
 
     def health(self) -> tuple[bool, str]:
         """(healthy, reason)."""
@@ -31,6 +35,9 @@ class DisabledIOLog:
 
     async def append_rejected(self, record: RejectedRecord) -> None:
         return None
+
+    async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
+        raise LogUnavailable("feedback needs the I/O log, which is disabled (VIGIL_IOLOG_ENABLED)")
 
     def health(self) -> tuple[bool, str]:
         return True, "I/O logging disabled"

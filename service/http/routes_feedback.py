@@ -1,0 +1,70 @@
+"""Ground truth: ``POST /v1/feedback`` with labels by request id and row."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.dataplane import FEEDBACK_ENDPOINT
+from service.http.body import read_json
+from service.http.deps import runtime
+from service.http.openapi import ERROR_RESPONSES
+
+router = APIRouter()
+
+_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["request_id", "label"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                            "row": {"type": "integer", "minimum": 0, "maximum": 999999},
+                            "label": {"type": "string"},
+                            "model": {"type": "string"},
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+_OK = {
+    "description": "Labels stored",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["accepted"],
+                "properties": {"accepted": {"type": "integer"}},
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/v1/feedback",
+    tags=["predict"],
+    summary="Ground-truth labels for earlier predictions",
+    openapi_extra=_BODY,
+    responses={200: _OK, **ERROR_RESPONSES},
+)
+async def feedback(request: Request) -> Response:
+    request.state.endpoint = FEEDBACK_ENDPOINT
+    request.state.started = time.perf_counter()
+    rt = runtime(request)
+    body = await read_json(request, rt.settings.max_body_bytes)
+    accepted = await rt.dataplane.feedback(body)
+    return Response(orjson.dumps({"accepted": accepted}), media_type="application/json")

@@ -1,0 +1,415 @@
+"""The local append-only spool, and the I/O log the service writes through.
+
+Acknowledged means logged: ``append`` returns only after the record's frame is in the spool file
+(``write(2)`` done, so it survives a kill -9 of the process; with fsync=always it is also on disk).
+Appends of concurrent requests that arrive in the same event-loop turn share one ``write`` (group
+commit). Each worker process owns a spool directory, locked with flock; closed segments are
+delivered to the store by a background thread, and a dead worker's directory is taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from model_store.errors import StoreError
+from model_store.manifest import PiiPolicy
+from model_store.store import ModelStore
+from service.errors import LogUnavailable
+from service.iolog.frames import (
+    FEEDBACK,
+    PREDICTIONS,
+    REJECTED,
+    Frame,
+    PiiRules,
+    encode_feedback,
+    encode_prediction,
+    encode_rejected,
+    read_frames,
+)
+from service.iolog.record import IORecord, RejectedRecord
+from service.metrics import Metrics
+from service.settings import FsyncPolicy, OnLogFailure, Settings
+
+log = logging.getLogger("vigil.iolog")
+OPEN_SUFFIX = ".open"
+CLOSED_SUFFIX = ".seg"
+LOCK_FILE = ".lock"
+
+
+class Sink(Protocol):
+    def deliver(self, frames: list[Frame], segment_id: str) -> dict[str, int]: ...
+
+
+def open_sink(settings: Settings) -> Sink:
+    url = settings.log_store_url
+    if url.startswith(("postgresql://", "postgres://")):
+        from service.iolog.postgres_store import PostgresStore
+
+        return PostgresStore(url)
+    from service.iolog.parquet_store import ParquetStore
+
+    return ParquetStore(Path(url))
+
+
+def spool_segments(spool_root: Path) -> list[Path]:
+    """Every segment in every worker's spool directory (for readers)."""
+    if not spool_root.is_dir():
+        return []
+    return sorted(
+        p
+        for d in spool_root.iterdir()
+        if d.is_dir()
+        for p in d.iterdir()
+        if p.suffix in (OPEN_SUFFIX, CLOSED_SUFFIX)
+    )
+
+
+class _Segments:
+    """This worker's spool directory: one open segment, rotated by size or age."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = root / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.dir.mkdir()
+        self._lock = os.open(self.dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.max_bytes = max_bytes
+        self.seq = 0
+        self.fd: int | None = None
+        self.size = 0
+        self.opened_at = 0.0
+
+    def _path(self, seq: int, suffix: str) -> Path:
+        return self.dir / f"seg-{seq:08d}{suffix}"
+
+    def write(self, data: bytes) -> None:
+        if self.fd is None:
+            self.seq += 1
+            self.fd = os.open(
+                self._path(self.seq, OPEN_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+            self.size = 0
+            self.opened_at = time.monotonic()
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError:
+            # Cut off the partial frame so later frames are not appended after garbage.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise
+        self.size += len(data)
+        if self.size >= self.max_bytes:
+            self.rotate()
+
+    def fsync(self) -> None:
+        if self.fd is not None:
+            os.fsync(self.fd)
+
+    def rotate(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(self._path(self.seq, OPEN_SUFFIX), self._path(self.seq, CLOSED_SUFFIX))
+
+    def age(self) -> float:
+        return time.monotonic() - self.opened_at if self.fd is not None else 0.0
+
+    def close(self) -> None:
+        self.rotate()
+        os.close(self._lock)
+
+
+class SpoolIOLog:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        sink_factory: Callable[[Settings], Sink] = open_sink,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._sink_factory = sink_factory
+        self._sink: Sink | None = None
+        self._segments: _Segments | None = None
+        self._pending: list[bytes] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._pending_rows = 0
+        self._flush_scheduled = False
+        self._healthy = True
+        self._reason = "ok"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pii: dict[tuple[str, int], PiiRules | None] = {}
+        self._store = ModelStore(settings.model_store)
+        self._deliver_lock = asyncio.Lock()
+        self._delivery_error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            self._segments = _Segments(self.settings.spool_dir, self.settings.spool_segment_bytes)
+        except OSError as exc:
+            self._set_health(False, f"spool directory unusable: {exc}")
+        self._sink = self._sink_factory(self.settings)
+        self.metrics.iolog_healthy.set(1 if self._healthy else 0)
+        self._tasks = [asyncio.create_task(self._maintain())]
+        if self.settings.fsync is FsyncPolicy.INTERVAL:
+            self._tasks.append(asyncio.create_task(self._fsync_loop()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pending:
+            self._flush()
+        for fut in list(self._waiters):
+            with contextlib.suppress(Exception):
+                await fut
+        if self._segments is not None:
+            try:
+                self._segments.close()
+            except OSError:
+                log.exception("closing the spool segment failed")
+            await self._deliver_all()
+            with contextlib.suppress(OSError):
+                (self._segments.dir / LOCK_FILE).unlink()
+                self._segments.dir.rmdir()  # only when everything was delivered
+
+    # -- health ------------------------------------------------------------------------------
+    def health(self) -> tuple[bool, str]:
+        return self._healthy, self._reason
+
+    def _set_health(self, healthy: bool, reason: str) -> None:
+        if healthy != self._healthy:
+            (log.info if healthy else log.error)(
+                "I/O log spool %s: %s", "recovered" if healthy else "failing", reason
+            )
+        self._healthy, self._reason = healthy, reason
+        self.metrics.iolog_healthy.set(1 if healthy else 0)
+
+    # -- appending (event-loop thread) -------------------------------------------------------
+    def _pii_rules(self, model: str, version: int) -> PiiRules | None:
+        key = (model, version)
+        if key not in self._pii:
+            try:
+                m = self._store.manifest(model, version)
+            except StoreError:
+                rules = None
+            else:
+                features = {f.name: f.pii for f in m.features if f.pii is not None}
+                rules = None
+                if features or m.metadata_pii:
+                    if (
+                        PiiPolicy.HASH in (*features.values(), *m.metadata_pii.values())
+                        and not self.settings.pii_secret
+                    ):
+                        raise LogUnavailable(
+                            f"{model} v{version} hashes PII but VIGIL_PII_SECRET is not set"
+                        )
+                    rules = PiiRules(
+                        features, dict(m.metadata_pii), self.settings.pii_secret.encode()
+                    )
+            self._pii[key] = rules
+        return self._pii[key]
+
+    async def append(self, record: IORecord) -> None:
+        frame = encode_prediction(record, self._pii_rules(record.model, record.version))
+        await self._submit(frame, record.rows, PREDICTIONS)
+
+    async def append_rejected(self, record: RejectedRecord) -> None:
+        try:
+            await self._submit(encode_rejected(record), 1, REJECTED)
+        except LogUnavailable:
+            pass  # the client already gets an error; the failure is counted and visible
+
+    async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
+        await self._submit(encode_feedback(model, time.time(), items), len(items), FEEDBACK)
+
+    async def _submit(self, frame: bytes, rows: int, table: str) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append(frame)
+        self._waiters.append(fut)
+        self._pending_rows += rows
+        self.metrics.iolog_spooled.labels(table).inc(rows)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        await fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        frames, waiters, rows = self._pending, self._waiters, self._pending_rows
+        self._pending, self._waiters, self._pending_rows = [], [], 0
+        if not frames:
+            return
+        try:
+            if self._segments is None:
+                self._segments = _Segments(
+                    self.settings.spool_dir, self.settings.spool_segment_bytes
+                )
+            self._segments.write(b"".join(frames))
+        except OSError as exc:
+            self._fail(waiters, rows, f"cannot write the spool: {exc.strerror or exc}")
+            return
+        if not self._healthy:
+            self._set_health(True, "ok")
+        if self.settings.fsync is FsyncPolicy.ALWAYS:
+            asyncio.get_running_loop().create_task(self._fsync_then_release(waiters, rows))
+        else:
+            _release(waiters)
+
+    async def _fsync_then_release(self, waiters: list[asyncio.Future[None]], rows: int) -> None:
+        try:
+            assert self._segments is not None
+            await asyncio.to_thread(self._segments.fsync)
+        except OSError as exc:
+            self._fail(waiters, rows, f"cannot fsync the spool: {exc.strerror or exc}")
+            return
+        _release(waiters)
+
+    def _fail(self, waiters: list[asyncio.Future[None]], rows: int, reason: str) -> None:
+        self.metrics.iolog_failures.labels("spool").inc()
+        self._set_health(False, reason)
+        if self.settings.on_log_failure is OnLogFailure.SERVE:
+            self.metrics.iolog_unlogged.inc(rows)
+            _release(waiters)
+            return
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(
+                    LogUnavailable(f"I/O log unavailable, request not served: {reason}")
+                )
+
+    # -- background ----------------------------------------------------------------------------
+    async def _fsync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.fsync_interval_s)
+            if self._segments is not None and self._segments.fd is not None:
+                try:
+                    await asyncio.to_thread(self._segments.fsync)
+                except OSError as exc:
+                    log.error("periodic spool fsync failed: %s", exc)
+                    self.metrics.iolog_failures.labels("fsync").inc()
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.compact_interval_s)
+            try:
+                if not self._healthy:
+                    await asyncio.to_thread(self._probe)
+                seg = self._segments
+                if seg is not None and seg.age() >= self.settings.spool_segment_seconds:
+                    seg.rotate()
+                await self._deliver_all()
+            except Exception:
+                log.exception("I/O log maintenance failed")
+                self.metrics.iolog_failures.labels("deliver").inc()
+
+    def _probe(self) -> None:
+        """While failing, check whether the spool is writable again (space freed, permissions)."""
+        probe = self.settings.spool_dir / f".probe-{os.getpid()}"
+        try:
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            with probe.open("wb") as fh:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+                os.fsync(fh.fileno())
+            probe.unlink()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+            self._reason = f"spool still not writable: {exc.strerror or exc}"
+            return
+        self._set_health(True, "ok")
+
+    async def _deliver_all(self) -> None:
+        async with self._deliver_lock:
+            await asyncio.to_thread(self._deliver_closed)
+
+    def _deliver_closed(self) -> None:
+        root = self.settings.spool_dir
+        if not root.is_dir() or self._sink is None:
+            return
+        own = self._segments.dir if self._segments is not None else None
+        backlog = 0
+        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+            if d == own:
+                backlog += self._deliver_dir(d, final=False)
+            else:
+                backlog += self._take_over(d)
+        self.metrics.iolog_backlog.set(backlog)
+
+    def _take_over(self, d: Path) -> int:
+        """Deliver a dead worker's spool; skip it if its owner still holds the lock."""
+        try:
+            fd = os.open(d / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return sum(p.stat().st_size for p in d.glob("seg-*"))
+        try:
+            left = self._deliver_dir(d, final=True)
+            if left == 0:
+                with contextlib.suppress(OSError):
+                    (d / LOCK_FILE).unlink()
+                    d.rmdir()
+            return left
+        finally:
+            os.close(fd)
+
+    def _deliver_dir(self, d: Path, *, final: bool) -> int:
+        """Deliver closed segments (all segments when ``final``); returns bytes left behind."""
+        left = 0
+        for seg in sorted(d.glob("seg-*")):
+            if seg.suffix == OPEN_SUFFIX and not final:
+                left += seg.stat().st_size
+                continue
+            try:
+                frames = list(read_frames(seg))
+                assert self._sink is not None
+                counts = self._sink.deliver(frames, f"{d.name}-{seg.stem}")
+            except Exception as exc:
+                if self._delivery_error is None:
+                    log.error("delivering %s failed (will retry): %s", seg.name, exc)
+                self._delivery_error = str(exc)
+                self.metrics.iolog_failures.labels("deliver").inc()
+                left += seg.stat().st_size
+                # Keep order: later segments wait until this one is delivered.
+                left += sum(s.stat().st_size for s in d.glob("seg-*") if s.name > seg.name)
+                return left
+            if self._delivery_error is not None:
+                log.info("I/O log delivery recovered")
+                self._delivery_error = None
+            for table, n in counts.items():
+                if n:
+                    self.metrics.iolog_delivered.labels(table).inc(n)
+            seg.unlink()
+        return left
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(None)
