@@ -73,7 +73,13 @@ def check_parity(
     """Compare ONNX and scikit-learn on held-out rows; raise ParityError when they disagree."""
     ref_labels = np.asarray(estimator.predict(x_holdout))
     ref_proba = np.asarray(estimator.predict_proba(x_holdout), dtype=np.float64)
-    got = run_onnx(onnx_bytes, x_holdout)
+    try:
+        got = run_onnx(onnx_bytes, x_holdout)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ParityError(
+            f"the converted ONNX model does not run in onnxruntime: {exc}. Try the other "
+            "--precision (float32 or float64)."
+        ) from exc
     agreement = float(np.mean(got.labels.astype(ref_labels.dtype) == ref_labels))
     max_diff = float(np.max(np.abs(got.probabilities - ref_proba))) if len(x_holdout) else 0.0
     result = ParityResult(
@@ -87,8 +93,9 @@ def check_parity(
         raise ParityError(
             f"ONNX and scikit-learn disagree on {len(x_holdout)} held-out rows: label agreement "
             f"{agreement:.4f} (must be 1.0), max probability difference {max_diff:.3g} "
-            f"(tolerance {tolerance:g}). Tree ensembles converted with float32 thresholds can "
-            "differ by up to 1e-2; convert with --precision float64, or raise --tolerance if "
-            "the difference is acceptable for your use."
+            f"(tolerance {tolerance:g}). Tree ensembles can differ by up to 1e-2 after "
+            "conversion because thresholds and leaf sums change precision; try the other "
+            "--precision (float32 or float64), or raise --tolerance if the difference is "
+            "acceptable for your use."
         )
     return result

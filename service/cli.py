@@ -15,11 +15,14 @@ from rich.table import Table
 
 from model_store.errors import StoreError
 from model_store.store import ModelStore
+from service.cli_logs import backtest_cmd, logs_app
 from service.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Vigil: real-time inference with drift monitoring.")
 models_app = typer.Typer(no_args_is_help=True, help="The versioned model store.")
 app.add_typer(models_app, name="models")
+app.add_typer(logs_app, name="logs")
+app.command("backtest")(backtest_cmd)
 console = Console(stderr=True)
 out = Console()
 
