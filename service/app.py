@@ -14,6 +14,7 @@ from service.dataplane import DataPlane
 from service.http import errors as http_errors
 from service.http import routes_admin, routes_feedback, routes_meta, routes_predict
 from service.http.deps import Runtime
+from service.http.fastpath import FastPathMiddleware
 from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
 from service.metrics import Metrics
@@ -50,7 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     registry.on_switch(on_switch)
     registry.on_failure(
-        lambda model, version, _reason: metrics.model_load_failures.labels(model, str(version)).inc()
+        lambda model, version, _reason: metrics.model_load_failures.labels(
+            model, str(version)
+        ).inc()
     )
 
     @contextlib.asynccontextmanager
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = Runtime(settings, registry, dataplane, metrics)
     app.state.draining = False
     http_errors.install(app, dataplane)
+    app.add_middleware(FastPathMiddleware)
     app.include_router(routes_predict.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_meta.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,12 +16,12 @@ from model_store.errors import VersionNotFoundError
 from service.codec_v1 import decode_v1
 from service.codec_v2 import decode_v2, encode_v2
 from service.errors import InvalidInput
-from service.validation import decode_feedback
 from service.iolog.base import IOLog
 from service.iolog.record import IORecord, RejectedRecord
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.runtime import LoadedModel, Prediction
+from service.validation import decode_feedback
 
 V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"
@@ -35,8 +36,13 @@ class Result:
     binary_header_length: int | None = None
 
 
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """Unique without a syscall: a random per-process prefix and a counter (32 hex chars)."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def parse_version(version: str | None) -> int | None:

@@ -93,7 +93,16 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
         dataplane.metrics.error(getattr(request.state, "endpoint", "other"), "internal")
         return error_response(500, "internal error; the incident was logged")
 
-    for cls in (errors.VigilError, store_errors.StoreError, TimeoutError):
+    domain_types = (errors.VigilError, store_errors.StoreError, TimeoutError)
+
+    async def respond(request: Request, exc: Exception) -> Response:
+        """The same mapping for code that runs outside Starlette's handlers (the fast path)."""
+        if isinstance(exc, domain_types):
+            return await domain_error(request, exc)
+        return await unexpected(request, exc)
+
+    app.state.error_responder = respond
+    for cls in domain_types:
         app.add_exception_handler(cls, domain_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -34,7 +34,7 @@ def _json_response(result: Result) -> Response:
     )
 
 
-async def _predict_v1(request: Request, model: str, version: str | None) -> Response:
+async def predict_v1(request: Request, model: str, version: str | None) -> Response:
     started, header_id = _begin(request, V1_ENDPOINT)
     rt = runtime(request)
     rt.metrics.in_flight.inc()
@@ -47,7 +47,7 @@ async def _predict_v1(request: Request, model: str, version: str | None) -> Resp
     return _json_response(result)
 
 
-async def _infer_v2(request: Request, model: str, version: str | None) -> Response:
+async def infer_v2(request: Request, model: str, version: str | None) -> Response:
     started, header_id = _begin(request, V2_ENDPOINT)
     rt = runtime(request)
     rt.metrics.in_flight.inc()
@@ -75,23 +75,23 @@ _V2: dict[str, Any] = {"responses": {200: V2_RESPONSE, **ERROR_RESPONSES}, "tags
 
 @router.post("/v1/models/{model}/predict", summary="Predict with the served version", **_V1)
 async def predict(request: Request, model: str) -> Response:
-    return await _predict_v1(request, model, None)
+    return await predict_v1(request, model, None)
 
 
 @router.post(
     "/v1/models/{model}/versions/{version}/predict", summary="Predict with a version", **_V1
 )
 async def predict_version(request: Request, model: str, version: str) -> Response:
-    return await _predict_v1(request, model, version)
+    return await predict_v1(request, model, version)
 
 
 @router.post("/v2/models/{model}/infer", summary="V2 inference on the served version", **_V2)
 async def infer(request: Request, model: str) -> Response:
-    return await _infer_v2(request, model, None)
+    return await infer_v2(request, model, None)
 
 
 @router.post(
     "/v2/models/{model}/versions/{version}/infer", summary="V2 inference on a version", **_V2
 )
 async def infer_version(request: Request, model: str, version: str) -> Response:
-    return await _infer_v2(request, model, version)
+    return await infer_v2(request, model, version)

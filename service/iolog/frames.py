@@ -1,9 +1,15 @@
-"""The spool's on-disk format: self-checking frames, one per request (rows inside as arrays).
+"""The spool's on-disk format: self-checking frames, one per request.
 
 frame := MAGIC u32:header_len u32:payload_len u32:crc32(header+payload) header payload
-header is JSON; payload holds the arrays named in header["arrays"] back to back. A torn frame
-at the end of a segment (crash mid-write) fails its length or CRC check and is ignored, which is
-safe: its request was never acknowledged.
+
+Three kinds, by header["t"]:
+- "s" schema: a model version's features and classes, written once per segment before the
+  first prediction that uses it (key "k"); prediction frames refer to it by that key.
+- "p" prediction: request fields; payload = ``rows`` fixed-size records (x f8[n], label i4,
+  proba f4[c]), so a segment's predictions decode with one ``np.frombuffer``.
+- "r" rejected, "f" feedback: header only.
+A torn frame at the end of a segment (crash mid-write) fails its length or CRC check and is
+ignored, which is safe: its request was never acknowledged.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import orjson
 from model_store.manifest import PiiPolicy
 from service.iolog.record import IORecord, RejectedRecord
 
-MAGIC = b"VGL1"
+MAGIC = b"VGL2"
 _HEAD = struct.Struct("<4sIII")
 PREDICTIONS = "predictions"
 REJECTED = "rejected"
 FEEDBACK = "feedback"
 TABLES = (PREDICTIONS, REJECTED, FEEDBACK)
+_KIND = {"p": PREDICTIONS, "r": REJECTED, "f": FEEDBACK, "s": "schema"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,63 +48,116 @@ class PiiRules:
         return hmac.new(self.secret, value.encode(), hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """What a prediction frame's payload holds, declared once per segment."""
+
+    key: str
+    model: str
+    version: int
+    sha256: str
+    features: tuple[str, ...]  # numeric features kept in the payload
+    hashed: tuple[str, ...]  # PII features logged as HMAC strings in the header
+    classes: tuple[str, ...]
+    keep: tuple[int, ...]  # indices of ``features`` in the model's inputs
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(
+            [
+                ("x", "<f8", (len(self.features),)),
+                ("label", "<i4"),
+                ("p", "<f4", (len(self.classes),)),
+            ]
+        )
+
+    @classmethod
+    def build(cls, record: IORecord, pii: PiiRules | None) -> Schema:
+        names = record.feature_names
+        masked = pii.features if pii else {}
+        keep = tuple(i for i, n in enumerate(names) if n not in masked)
+        hashed = tuple(n for n in names if masked.get(n) is PiiPolicy.HASH)
+        key = f"{record.model}/{record.version}/{record.sha256[:16]}"
+        return cls(
+            key, record.model, record.version, record.sha256,
+            tuple(names[i] for i in keep), hashed, record.class_names, keep,
+        )  # fmt: skip
+
+    def frame(self) -> bytes:
+        return _frame(
+            {
+                "t": "s",
+                "k": self.key,
+                "model": self.model,
+                "version": self.version,
+                "sha256": self.sha256,
+                "features": self.features,
+                "hashed": self.hashed,
+                "classes": self.classes,
+                "keep": self.keep,
+            },
+            b"",
+        )
+
+
 def _frame(header: dict[str, Any], payload: bytes) -> bytes:
     head = orjson.dumps(header)
     crc = zlib.crc32(payload, zlib.crc32(head))
     return _HEAD.pack(MAGIC, len(head), len(payload), crc) + head + payload
 
 
-def encode_prediction(record: IORecord, pii: PiiRules | None) -> bytes:
-    names = list(record.feature_names)
+def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) -> bytes:
     inputs = record.inputs
-    hashed: dict[str, list[str]] = {}
     metadata = record.metadata
+    header: dict[str, Any] = {
+        "t": "p",
+        "k": schema.key,
+        "id": record.request_id,
+        "ts": record.received_at,
+        "e": record.endpoint,
+        "st": record.status,
+        "l": record.latency_s,
+        "n": record.rows,
+    }
     if pii is not None:
-        keep = [i for i, n in enumerate(names) if n not in pii.features]
-        for i, n in enumerate(names):
-            if pii.features.get(n) is PiiPolicy.HASH:
-                hashed[n] = [pii.digest(repr(float(v))) for v in inputs[:, i].tolist()]
-        inputs = np.ascontiguousarray(inputs[:, keep])
-        names = [names[i] for i in keep]
+        if schema.hashed:
+            idx = {n: i for i, n in enumerate(record.feature_names)}
+            header["h"] = {
+                n: [pii.digest(repr(float(v))) for v in inputs[:, idx[n]].tolist()]
+                for n in schema.hashed
+            }
+        inputs = inputs[:, list(schema.keep)]
         metadata = {
             k: pii.digest(v) if pii.metadata.get(k) is PiiPolicy.HASH else v
             for k, v in metadata.items()
             if pii.metadata.get(k) is not PiiPolicy.DROP
         }
-    rows = record.rows
-    header = {
-        "t": PREDICTIONS,
-        "request_id": record.request_id,
-        "received_at": record.received_at,
-        "model": record.model,
-        "version": record.version,
-        "sha256": record.sha256,
-        "endpoint": record.endpoint,
-        "status": record.status,
-        "latency_s": record.latency_s,
-        "features": names,
-        "hashed": hashed,
-        "classes": record.class_names,
-        "metadata": metadata,
-        "rows": rows,
-    }
-    payload = (
-        np.ascontiguousarray(inputs, dtype="<f8").tobytes()
-        + np.ascontiguousarray(record.labels, dtype="<i4").tobytes()
-        + np.ascontiguousarray(record.probabilities, dtype="<f4").tobytes()
-    )
+    if metadata:
+        header["md"] = metadata
+    if record.rows == 1:
+        payload = (
+            inputs.astype("<f8", copy=False).tobytes()
+            + record.labels.astype("<i4").tobytes()
+            + record.probabilities.astype("<f4", copy=False).tobytes()
+        )
+    else:
+        rec = np.empty(record.rows, dtype=schema.dtype)
+        rec["x"] = inputs
+        rec["label"] = record.labels
+        rec["p"] = record.probabilities
+        payload = rec.tobytes()
     return _frame(header, payload)
 
 
 def encode_rejected(record: RejectedRecord) -> bytes:
     header = {
-        "t": REJECTED,
-        "request_id": record.request_id,
-        "received_at": record.received_at,
+        "t": "r",
+        "id": record.request_id,
+        "ts": record.received_at,
         "model": record.model,
         "version": record.version,
-        "endpoint": record.endpoint,
-        "status": record.status,
+        "e": record.endpoint,
+        "st": record.status,
         "error": record.error,
         "body": record.body_excerpt,
     }
@@ -105,43 +165,28 @@ def encode_rejected(record: RejectedRecord) -> bytes:
 
 
 def encode_feedback(model: str, received_at: float, items: list[tuple[str, int, str]]) -> bytes:
-    header = {
-        "t": FEEDBACK,
-        "model": model,
-        "received_at": received_at,
-        "items": items,
-    }
-    return _frame(header, b"")
+    return _frame({"t": "f", "model": model, "ts": received_at, "items": items}, b"")
 
 
 @dataclass(slots=True)
 class Frame:
     header: dict[str, Any]
     payload: bytes
+    schema: Schema | None = None
 
     @property
     def table(self) -> str:
-        return str(self.header["t"])
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """inputs [rows, n_features] f8, labels [rows] i4, probabilities [rows, n_classes] f4."""
-        h = self.header
-        rows, nf, nc = h["rows"], len(h["features"]), len(h["classes"])
-        buf = self.payload
-        a = rows * nf * 8
-        b = a + rows * 4
-        inputs = np.frombuffer(buf, "<f8", rows * nf, 0).reshape(rows, nf)
-        labels = np.frombuffer(buf, "<i4", rows, a)
-        proba = np.frombuffer(buf, "<f4", rows * nc, b).reshape(rows, nc)
-        return inputs, labels, proba
+        return _KIND[self.header["t"]]
 
 
 def read_frames(path: Path) -> Iterator[Frame]:
-    """Every intact frame of a segment, in order; stops at the first torn or corrupt one."""
+    """Every intact record frame of a segment, in order, with its schema attached; stops at the
+    first torn or corrupt frame."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return
+    schemas: dict[str, Schema] = {}
     pos, end = 0, len(data)
     while pos + _HEAD.size <= end:
         magic, hlen, plen, crc = _HEAD.unpack_from(data, pos)
@@ -153,5 +198,19 @@ def read_frames(path: Path) -> Iterator[Frame]:
         payload = data[start + hlen : stop]
         if zlib.crc32(payload, zlib.crc32(head)) != crc:
             return
-        yield Frame(orjson.loads(head), payload)
         pos = stop
+        header = orjson.loads(head)
+        kind = header["t"]
+        if kind == "s":
+            schemas[header["k"]] = Schema(
+                header["k"], header["model"], header["version"], header["sha256"],
+                tuple(header["features"]), tuple(header["hashed"]), tuple(header["classes"]),
+                tuple(header["keep"]),
+            )  # fmt: skip
+        elif kind == "p":
+            schema = schemas.get(header["k"])
+            if schema is None:
+                return  # cannot happen for frames we wrote; refuse to guess
+            yield Frame(header, payload, schema)
+        else:
+            yield Frame(header, payload)

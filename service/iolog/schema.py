@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, Frame
+from service.iolog.frames import Frame
 
 RESERVED_COLUMNS = frozenset(
     {
@@ -64,42 +65,49 @@ def _ts(seconds: np.ndarray) -> pa.Array:
 
 
 def predictions_table(frames: list[Frame]) -> pa.Table:
-    """One Arrow table from prediction frames of one model version (same features and classes)."""
-    first = frames[0].header
-    features, classes = first["features"], first["classes"]
-    hashed_names = list(first["hashed"])
-    counts = np.array([f.header["rows"] for f in frames])
-    arrays = [f.arrays() for f in frames]
-    inputs = np.concatenate([a[0] for a in arrays])
-    labels = np.concatenate([a[1] for a in arrays])
-    proba = np.concatenate([a[2] for a in arrays]).astype(np.float64)
+    """One Arrow table from prediction frames of one model version (one schema)."""
+    schema = frames[0].schema
+    assert schema is not None
+    headers = [f.header for f in frames]
+    counts = np.fromiter((h["n"] for h in headers), dtype=np.int64, count=len(headers))
+    rec = np.frombuffer(b"".join(f.payload for f in frames), dtype=schema.dtype)
+    single = bool((counts == 1).all())
 
-    def repeat(key: str) -> list[object]:
-        return np.repeat(np.array([f.header[key] for f in frames], dtype=object), counts).tolist()
+    def per_row(values: list[Any]) -> list[Any]:
+        if single:
+            return values
+        return np.repeat(np.array(values, dtype=object), counts).tolist()
 
+    def per_row_num(values: list[float] | list[int]) -> np.ndarray:
+        arr = np.asarray(values)
+        return arr if single else np.repeat(arr, counts)
+
+    row = (
+        np.zeros(len(rec), np.int32)
+        if single
+        else np.concatenate([np.arange(n, dtype=np.int32) for n in counts])
+    )
     cols: dict[str, pa.Array] = {
-        "request_id": pa.array(repeat("request_id"), pa.string()),
-        "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts])),
-        "received_at": _ts(np.repeat([f.header["received_at"] for f in frames], counts)),
-        "sha256": pa.array(repeat("sha256"), pa.string()),
-        "endpoint": pa.array(repeat("endpoint"), pa.string()),
-        "status": pa.array(
-            np.repeat([f.header["status"] for f in frames], counts).astype(np.int32)
-        ),
-        "latency_s": pa.array(np.repeat([f.header["latency_s"] for f in frames], counts)),
+        "request_id": pa.array(per_row([h["id"] for h in headers]), pa.string()),
+        "row": pa.array(row),
+        "received_at": _ts(per_row_num([h["ts"] for h in headers]).astype(np.float64)),
+        "sha256": pa.array(np.full(len(rec), schema.sha256, dtype=object), pa.string()),
+        "endpoint": pa.array(per_row([h["e"] for h in headers]), pa.string()),
+        "status": pa.array(per_row_num([h["st"] for h in headers]).astype(np.int32)),
+        "latency_s": pa.array(per_row_num([h["l"] for h in headers]).astype(np.float64)),
     }
-    for i, name in enumerate(features):
-        cols[name] = pa.array(inputs[:, i])
-    for name in hashed_names:
-        cols[name] = pa.array([v for f in frames for v in f.header["hashed"][name]], pa.string())
-    cols["prediction"] = pa.array(np.asarray(classes, dtype=object)[labels].tolist(), pa.string())
-    for j, cname in enumerate(classes):
-        cols[proba_column(cname)] = pa.array(proba[:, j])
+    x = rec["x"]
+    for i, name in enumerate(schema.features):
+        cols[name] = pa.array(np.ascontiguousarray(x[:, i]))
+    for name in schema.hashed:
+        cols[name] = pa.array([v for h in headers for v in h["h"][name]], pa.string())
+    classes = np.asarray(schema.classes, dtype=object)
+    cols["prediction"] = pa.array(classes[rec["label"]].tolist(), pa.string())
+    p = rec["p"].astype(np.float64)
+    for j, cname in enumerate(schema.classes):
+        cols[proba_column(cname)] = pa.array(np.ascontiguousarray(p[:, j]))
     cols["metadata"] = pa.array(
-        np.repeat(
-            np.array([orjson.dumps(f.header["metadata"]).decode() for f in frames], dtype=object),
-            counts,
-        ).tolist(),
+        per_row([orjson.dumps(h["md"]).decode() if "md" in h else "{}" for h in headers]),
         pa.string(),
     )
     return pa.table(cols)
@@ -109,12 +117,12 @@ def rejected_table(frames: list[Frame]) -> pa.Table:
     h = [f.header for f in frames]
     return pa.table(
         {
-            "request_id": [x["request_id"] for x in h],
-            "received_at": _ts(np.array([x["received_at"] for x in h], dtype=np.float64)),
+            "request_id": [x["id"] for x in h],
+            "received_at": _ts(np.array([x["ts"] for x in h], dtype=np.float64)),
             "model": [x["model"] for x in h],
             "version": [x["version"] for x in h],
-            "endpoint": [x["endpoint"] for x in h],
-            "status": pa.array([x["status"] for x in h], pa.int32()),
+            "endpoint": [x["e"] for x in h],
+            "status": pa.array([x["st"] for x in h], pa.int32()),
             "error": [x["error"] for x in h],
             "body": [x["body"] for x in h],
         },
@@ -123,7 +131,7 @@ def rejected_table(frames: list[Frame]) -> pa.Table:
 
 
 def feedback_table(frames: list[Frame]) -> pa.Table:
-    items = [(i[0], i[1], i[2], f.header["received_at"]) for f in frames for i in f.header["items"]]
+    items = [(i[0], i[1], i[2], f.header["ts"]) for f in frames for i in f.header["items"]]
     return pa.table(
         {
             "request_id": [i[0] for i in items],
@@ -140,15 +148,23 @@ def group_frames(
 ) -> tuple[
     dict[PredictionKey, list[Frame]], dict[str, list[Frame]], dict[FeedbackKey, list[Frame]]
 ]:
-    preds: dict[PredictionKey, list[Frame]] = defaultdict(list)
+    """Frames by destination: (model, version, date), date, (model, date)."""
+    by_schema: dict[tuple[str, int], list[Frame]] = defaultdict(list)
     rejected: dict[str, list[Frame]] = defaultdict(list)
     feedback: dict[FeedbackKey, list[Frame]] = defaultdict(list)
     for f in frames:
         h = f.header
-        if f.table == PREDICTIONS:
-            preds[(h["model"], int(h["version"]), day(h["received_at"]))].append(f)
-        elif f.table == REJECTED:
-            rejected[day(h["received_at"])].append(f)
-        elif f.table == FEEDBACK:
-            feedback[(h["model"], day(h["received_at"]))].append(f)
+        kind = h["t"]
+        if kind == "p":
+            assert f.schema is not None
+            by_schema[(f.schema.key, int(h["ts"] // 86400))].append(f)
+        elif kind == "r":
+            rejected[day(h["ts"])].append(f)
+        elif kind == "f":
+            feedback[(h["model"], day(h["ts"]))].append(f)
+    preds: dict[PredictionKey, list[Frame]] = defaultdict(list)
+    for (_key, days), group in by_schema.items():
+        schema = group[0].schema
+        assert schema is not None
+        preds[(schema.model, schema.version, day(days * 86400))].extend(group)
     return preds, rejected, feedback

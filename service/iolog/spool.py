@@ -31,6 +31,7 @@ from service.iolog.frames import (
     REJECTED,
     Frame,
     PiiRules,
+    Schema,
     encode_feedback,
     encode_prediction,
     encode_rejected,
@@ -86,6 +87,7 @@ class _Segments:
         self.max_bytes = max_bytes
         self.seq = 0
         self.fd: int | None = None
+        self.declared: set[str] = set()  # schema keys already written to the open segment
         self.size = 0
         self.opened_at = 0.0
 
@@ -122,6 +124,7 @@ class _Segments:
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
+        self.declared = set()
         try:
             os.fsync(fd)
         finally:
@@ -149,6 +152,8 @@ class SpoolIOLog:
         self._sink: Sink | None = None
         self._segments: _Segments | None = None
         self._pending: list[bytes] = []
+        self._pending_schemas: dict[str, Schema] = {}
+        self._schemas: dict[tuple[str, int, str], Schema] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._pending_rows = 0
         self._flush_scheduled = False
@@ -231,14 +236,18 @@ class SpoolIOLog:
         return self._pii[key]
 
     async def append(self, record: IORecord) -> None:
-        frame = encode_prediction(record, self._pii_rules(record.model, record.version))
-        await self._submit(frame, record.rows, PREDICTIONS)
+        pii = self._pii_rules(record.model, record.version)
+        key = (record.model, record.version, record.sha256)
+        schema = self._schemas.get(key)
+        if schema is None:
+            schema = self._schemas[key] = Schema.build(record, pii)
+        self._pending_schemas[schema.key] = schema
+        await self._submit(encode_prediction(record, schema, pii), record.rows, PREDICTIONS)
 
     async def append_rejected(self, record: RejectedRecord) -> None:
-        try:
+        # The client already gets an error; a log failure here is counted and visible.
+        with contextlib.suppress(LogUnavailable):
             await self._submit(encode_rejected(record), 1, REJECTED)
-        except LogUnavailable:
-            pass  # the client already gets an error; the failure is counted and visible
 
     async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
         await self._submit(encode_feedback(model, time.time(), items), len(items), FEEDBACK)
@@ -258,16 +267,26 @@ class SpoolIOLog:
     def _flush(self) -> None:
         self._flush_scheduled = False
         frames, waiters, rows = self._pending, self._waiters, self._pending_rows
+        schemas = self._pending_schemas
         self._pending, self._waiters, self._pending_rows = [], [], 0
+        self._pending_schemas = {}
         if not frames:
             return
+        new: list[str] = []
         try:
             if self._segments is None:
                 self._segments = _Segments(
                     self.settings.spool_dir, self.settings.spool_segment_bytes
                 )
-            self._segments.write(b"".join(frames))
+            seg = self._segments
+            # A segment is read on its own: declare each schema in it before first use.
+            new = [k for k in schemas if k not in seg.declared]
+            head = [schemas[k].frame() for k in new]
+            seg.declared.update(new)
+            seg.write(b"".join(head + frames) if head else b"".join(frames))
         except OSError as exc:
+            if self._segments is not None:
+                self._segments.declared.difference_update(new)
             self._fail(waiters, rows, f"cannot write the spool: {exc.strerror or exc}")
             return
         if not self._healthy:
