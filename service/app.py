@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from prometheus_client import multiprocess
 
 from model_store.store import ModelStore
 from service.dataplane import DataPlane
@@ -17,7 +19,7 @@ from service.http.deps import Runtime
 from service.http.fastpath import FastPathMiddleware
 from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
-from service.metrics import Metrics
+from service.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from service.registry import ModelRegistry
 from service.runtime import LoadedModel, session_options
 from service.settings import Settings
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        forget_dead_workers()
         await iolog.start()
         await asyncio.to_thread(registry.refresh)
         follower = asyncio.create_task(registry.follow(settings.alias_poll_s))
@@ -69,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             await iolog.stop()
+            if multiprocess_dir():
+                multiprocess.mark_process_dead(os.getpid(), multiprocess_dir())  # type: ignore[no-untyped-call]
 
     app = FastAPI(
         title="Vigil",

@@ -7,6 +7,7 @@ Each app gets its own registry so tests do not leak series into each other. Unde
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -31,6 +32,23 @@ ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges of worker processes that no longer exist (crashed or replaced), so a
+    restarted worker does not leave stale series behind. Counters and histograms are kept: their
+    totals must not go backwards."""
+    mp_dir = multiprocess_dir()
+    if not mp_dir:
+        return
+    for path in Path(mp_dir).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, mp_dir)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass
 
 
 class Metrics:
@@ -155,6 +173,6 @@ class Metrics:
         mp_dir = multiprocess_dir()
         if mp_dir:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=mp_dir)
+            multiprocess.MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
