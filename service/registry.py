@@ -33,7 +33,9 @@ FailureListener = Callable[[str, int, str], None]
 
 
 class ModelRegistry:
-    def __init__(self, store: ModelStore, opts: ort.SessionOptions, alias: str = "production") -> None:
+    def __init__(
+        self, store: ModelStore, opts: ort.SessionOptions, alias: str = "production"
+    ) -> None:
         self.store = store
         self.alias = alias
         self._opts = opts
@@ -87,12 +89,16 @@ class ModelRegistry:
         if state is None or version not in state.loaded:
             raise VersionNotFoundError(f"{model} v{version} is not loaded")
         if state.default is not None and state.default.version == version:
-            raise VersionInUseError(f"{model} v{version} is the served default; promote another first")
+            raise VersionInUseError(
+                f"{model} v{version} is the served default; promote another first"
+            )
         del state.loaded[version]
 
     def switch(self, model: str, version: int) -> LoadedModel:
         """Make ``version`` the default; raises (and keeps the old one) if it cannot serve."""
-        loaded = self._models.get(model, ModelState()).loaded.get(version) or self._load(model, version)
+        loaded = self._models.get(model, ModelState()).loaded.get(version) or self._load(
+            model, version
+        )
         state = self._models[model]
         old, state.default = state.default, loaded
         if old is None or old.version != version:
@@ -145,7 +151,7 @@ class ModelRegistry:
             report[name] = {
                 "serving_version": serving,
                 "loaded_versions": sorted(state.loaded),
-                "failures": dict(sorted(state.failures.items())),
+                "failures": {str(v): why for v, why in sorted(state.failures.items())},
             }
         return ready, report
 
