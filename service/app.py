@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alias=settings.alias,
     )
     iolog = build_iolog(settings, metrics)
+    if not settings.iolog_enabled:
+        metrics.iolog_healthy.set(1)  # switched off on purpose is not unhealthy
     dataplane = DataPlane(registry, iolog, metrics, max_rows=settings.max_rows)
 
     def on_switch(old: LoadedModel | None, new: LoadedModel) -> None:

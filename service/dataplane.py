@@ -117,7 +117,7 @@ class DataPlane:
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started)
         return Result(out, request_id, header_len)
 
-    async def feedback(self, body: Any) -> int:
+    async def feedback(self, body: Any, started: float) -> int:
         """Validate ground-truth labels against the model's classes and log them durably."""
         items = decode_feedback(body, self.max_rows)
         served = {name: st.default for name, st in self.registry.models().items() if st.default}
@@ -136,6 +136,11 @@ class DataPlane:
             by_model.setdefault(model.name, []).append((request_id, row, label))
         for model_name, rows in by_model.items():
             await self.iolog.append_feedback(model_name, rows)
+            model = served.get(model_name) or self.registry.get(model_name)
+            self.metrics.observe(
+                model_name, str(model.version), FEEDBACK_ENDPOINT, 200,
+                time.perf_counter() - started, len(rows), None,
+            )  # fmt: skip
         return len(items)
 
     async def _finish(

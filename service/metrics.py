@@ -138,6 +138,8 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self._children: dict[tuple[str, ...], Any] = {}
+        for stage in ("spool", "deliver", "fsync"):
+            self.iolog_failures.labels(stage)  # present at 0, so dashboards show 0, not "No data"
 
     def observe(
         self,
@@ -154,14 +156,16 @@ class Metrics:
         key = (model, version, endpoint, str(status))
         children = self._children.get(key)
         if children is None:
+            # Rows and model time exist only for requests that reached the model.
+            served = model_seconds is not None
             children = (
                 self.request_seconds.labels(model, version, endpoint, str(status)),
-                self.rows.labels(model, version, endpoint),
-                self.model_seconds.labels(model, version),
+                self.rows.labels(model, version, endpoint) if served else None,
+                self.model_seconds.labels(model, version) if served else None,
             )
             self._children[key] = children
         children[0].observe(seconds)
-        if model_seconds is not None:
+        if model_seconds is not None and children[1] is not None and children[2] is not None:
             children[1].observe(rows)
             children[2].observe(model_seconds)
 

@@ -66,5 +66,5 @@ async def feedback(request: Request) -> Response:
     request.state.started = time.perf_counter()
     rt = runtime(request)
     body = await read_json(request, rt.settings.max_body_bytes)
-    accepted = await rt.dataplane.feedback(body)
+    accepted = await rt.dataplane.feedback(body, request.state.started)
     return Response(orjson.dumps({"accepted": accepted}), media_type="application/json")
