@@ -138,7 +138,9 @@ def register_sklearn(
     class_index = {c: i for i, c in enumerate(classes)}
     y_idx = np.array([class_index[v] for v in np.asarray(y).tolist()])
     labels_idx = np.array([class_index[v] for v in out.labels.tolist()])
-    metrics = quality(y_idx[holdout_mask], labels_idx[holdout_mask], out.probabilities[holdout_mask])
+    metrics = quality(
+        y_idx[holdout_mask], labels_idx[holdout_mask], out.probabilities[holdout_mask]
+    )
     split = np.where(holdout_mask, "validation", "train")
     reference = _reference_frame(x, y_idx, split, labels_idx, out.probabilities, cnames)
 

@@ -1,4 +1,5 @@
-"""The on-disk model registry: ``<root>/<model>/<version>/{model.onnx,manifest.json,reference.parquet}``.
+"""The on-disk model registry: ``<root>/<model>/<version>/`` with model.onnx, manifest.json
+and reference.parquet.
 
 Versions are integers and never overwritten. Aliases (``production`` by default) live in
 ``<root>/<model>/aliases.json``, replaced atomically by rename so a reader never sees half a file.
@@ -154,7 +155,9 @@ class ModelStore:
         data = self._aliases(model)
         history: list[int] = data["history"].get(alias, [])
         if len(history) < 2:
-            raise RegistrationError(f"{model}: alias {alias!r} has no earlier version to roll back to")
+            raise RegistrationError(
+                f"{model}: alias {alias!r} has no earlier version to roll back to"
+            )
         history.pop()
         data["aliases"][alias] = history[-1]
         _write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())

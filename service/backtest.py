@@ -72,7 +72,9 @@ def backtest(
             done += min(CHUNK_ROWS, len(x) - start)
             if progress:
                 progress(done, len(logged))
-        report["per_version"][str(v)] = _compare(part, served.outputs.class_names, cand, labels, probas)
+        report["per_version"][str(v)] = _compare(
+            part, served.outputs.class_names, cand, labels, probas
+        )
     return report
 
 

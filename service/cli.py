@@ -38,7 +38,9 @@ def _fail(message: str) -> typer.Exit:
 
 @models_app.command("train-demo")
 def train_demo_cmd(
-    c: Annotated[float, typer.Option(help="Inverse regularisation strength of the classifier.")] = 1.0,
+    c: Annotated[
+        float, typer.Option(help="Inverse regularisation strength of the classifier.")
+    ] = 1.0,
     promote: Annotated[bool, typer.Option(help="Make the new version `production`.")] = True,
 ) -> None:
     """Train the demo classifier `breast-cancer`, convert, check parity, register, promote."""
@@ -100,14 +102,23 @@ def rollback_cmd(model: str) -> None:
 @models_app.command("register")
 def register_cmd(
     name: str,
-    pipeline: Annotated[Optional[Path], typer.Option(help="Fitted scikit-learn estimator (joblib).")] = None,  # noqa: UP045
-    data: Annotated[Optional[Path], typer.Option(help="Training data (CSV or Parquet) with features and target.")] = None,  # noqa: UP045
+    pipeline: Annotated[
+        Path | None, typer.Option(help="Fitted scikit-learn estimator (joblib).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Training data (CSV or Parquet) with features and target."),
+    ] = None,
     target: Annotated[str, typer.Option(help="Target column in --data.")] = "target",
     onnx: Annotated[Optional[Path], typer.Option(help="An existing ONNX classifier.")] = None,  # noqa: UP045
     schema: Annotated[Optional[Path], typer.Option(help="JSON schema file for --onnx.")] = None,  # noqa: UP045
-    holdout: Annotated[float, typer.Option(help="Share of --data used for the parity check.")] = 0.25,
+    holdout: Annotated[
+        float, typer.Option(help="Share of --data used for the parity check.")
+    ] = 0.25,
     precision: Annotated[str, typer.Option(help="float32 or float64 ONNX inputs.")] = "float32",
-    tolerance: Annotated[float, typer.Option(help="Largest probability difference allowed.")] = 1e-4,
+    tolerance: Annotated[
+        float, typer.Option(help="Largest probability difference allowed.")
+    ] = 1e-4,
     promote: Annotated[bool, typer.Option(help="Make the new version `production`.")] = False,
 ) -> None:
     """Register your own model: a fitted pipeline with its data, or an ONNX file with a schema."""
@@ -130,10 +141,15 @@ def register_cmd(
             y = frame.pop(target).to_numpy()
             rng = np.random.default_rng(0)
             mask = rng.random(len(frame)) < holdout
-            estimator = joblib.load(pipeline)  # noqa: S301 - the user's own file
+            estimator = joblib.load(pipeline)
             with console.status("converting and checking parity…"):
                 manifest = register_sklearn(
-                    store, name, estimator, frame, y, holdout_mask=mask,
+                    store,
+                    name,
+                    estimator,
+                    frame,
+                    y,
+                    holdout_mask=mask,
                     precision=precision,  # type: ignore[arg-type]
                     tolerance=tolerance,
                 )

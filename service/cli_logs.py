@@ -20,7 +20,7 @@ from service.settings import Settings
 logs_app = typer.Typer(no_args_is_help=True, help="The I/O log: export and retention.")
 console = Console(stderr=True)
 
-SinceOpt = Annotated[Optional[datetime], typer.Option(help="Window start (ISO 8601, UTC if no zone).")]  # noqa: UP045
+SinceOpt = Annotated[datetime | None, typer.Option(help="Window start (ISO 8601, UTC if no zone).")]
 UntilOpt = Annotated[Optional[datetime], typer.Option(help="Window end, exclusive (ISO 8601).")]  # noqa: UP045
 
 
@@ -29,7 +29,9 @@ def parse_age(text: str) -> timedelta:
     if not m:
         raise typer.BadParameter(f"{text!r}: use a number and a unit, e.g. 30d, 12h, 90m")
     n, unit = int(m.group(1)), m.group(2)
-    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+    return timedelta(
+        **{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n}
+    )
 
 
 @logs_app.command("export")
@@ -79,7 +81,12 @@ def backtest_cmd(
     """Replay logged inputs of a window on a candidate version and compare with what was served."""
     from service.backtest import backtest
 
-    columns = (TextColumn("replaying"), BarColumn(), TextColumn("{task.completed}/{task.total} rows"), TimeRemainingColumn())
+    columns = (
+        TextColumn("replaying"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rows"),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("replay", total=None)
@@ -90,7 +97,16 @@ def backtest_cmd(
     except (VigilError, StoreError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    table = Table("served version", "rows", "label agreement", "mean |Δp|", "max |Δp|", "labelled", "served acc", f"v{candidate} acc")
+    table = Table(
+        "served version",
+        "rows",
+        "label agreement",
+        "mean |Δp|",
+        "max |Δp|",
+        "labelled",
+        "served acc",
+        f"v{candidate} acc",
+    )
     for v, r in report["per_version"].items():
         sq, cq = r.get("served_quality", {}), r.get("candidate_quality", {})
         table.add_row(
@@ -103,4 +119,7 @@ def backtest_cmd(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
-    console.print(f"replayed {report['rows']} rows of {model} on v{candidate}" + (f"; report in {out}" if out else ""))
+    console.print(
+        f"replayed {report['rows']} rows of {model} on v{candidate}"
+        + (f"; report in {out}" if out else "")
+    )

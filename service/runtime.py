@@ -1,4 +1,4 @@
-"""A loaded model version: one onnxruntime session plus what the hot path needs from its manifest."""
+"""A loaded model version: one onnxruntime session and what the hot path needs of its manifest."""
 
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ class LoadedModel:
         }
 
     @classmethod
-    def load(cls, store: ModelStore, model: str, version: int, opts: ort.SessionOptions) -> LoadedModel:
+    def load(
+        cls, store: ModelStore, model: str, version: int, opts: ort.SessionOptions
+    ) -> LoadedModel:
         """Load a version, refusing it if its file does not match its manifest."""
         manifest, data = store.verified_model_bytes(model, version)
         loaded = cls(manifest, data, opts)
@@ -78,10 +80,15 @@ class LoadedModel:
 
     def predict(self, x: np.ndarray) -> Prediction:
         start = time.perf_counter()
-        label, proba = self.session.run(self._outputs, {self.input_name: x.astype(self.dtype, copy=False)})
+        label, proba = self.session.run(
+            self._outputs, {self.input_name: x.astype(self.dtype, copy=False)}
+        )
         elapsed = time.perf_counter() - start
         if self._identity_labels:
             labels = np.asarray(label, dtype=np.int64).reshape(-1)
         else:
-            labels = np.fromiter((self._label_lookup[v] for v in np.asarray(label).reshape(-1).tolist()), dtype=np.int64)
+            labels = np.fromiter(
+                (self._label_lookup[v] for v in np.asarray(label).reshape(-1).tolist()),
+                dtype=np.int64,
+            )
         return Prediction(labels, np.asarray(proba, dtype=np.float32), elapsed)

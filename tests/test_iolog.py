@@ -33,7 +33,8 @@ URL = f"/v1/models/{DEMO_MODEL}/predict"
 
 def _settings_for(server: VigilServer) -> Settings:
     return Settings(
-        model_store=Path(server.env["VIGIL_MODEL_STORE"]), data_dir=Path(server.env["VIGIL_DATA_DIR"])
+        model_store=Path(server.env["VIGIL_MODEL_STORE"]),
+        data_dir=Path(server.env["VIGIL_DATA_DIR"]),
     )
 
 
@@ -67,7 +68,10 @@ def test_sigkill_under_load_loses_no_acknowledged_request(
     settings = _settings_for(restarted)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # the orphan spool is delivered to Parquet
-        if not any(settings.spool_dir.glob("*/seg-*")) or len(list(settings.spool_dir.iterdir())) <= 1:
+        if (
+            not any(settings.spool_dir.glob("*/seg-*"))
+            or len(list(settings.spool_dir.iterdir())) <= 1
+        ):
             break
         time.sleep(0.2)
     _assert_exactly_once(read_predictions(settings, DEMO_MODEL), result.ok)  # type: ignore[attr-defined]
@@ -102,10 +106,17 @@ def _fill(disk: Path) -> Path:
 
 @pytest.mark.parametrize("policy", ["reject", "serve"])
 def test_full_disk_is_visible_and_recovers(
-    vigil_server: Callable[..., VigilServer], rows: list[dict[str, float]], small_disk: Path, policy: str
+    vigil_server: Callable[..., VigilServer],
+    rows: list[dict[str, float]],
+    small_disk: Path,
+    policy: str,
 ) -> None:
     server = vigil_server(
-        env={"VIGIL_DATA_DIR": str(small_disk), "VIGIL_ON_LOG_FAILURE": policy, "VIGIL_COMPACT_INTERVAL_S": "0.2"}
+        env={
+            "VIGIL_DATA_DIR": str(small_disk),
+            "VIGIL_ON_LOG_FAILURE": policy,
+            "VIGIL_COMPACT_INTERVAL_S": "0.2",
+        }
     )
     body = {"instances": rows[:5]}
     assert httpx.post(server.url + URL, json=body).status_code == 200
@@ -125,7 +136,9 @@ def test_full_disk_is_visible_and_recovers(
     assert httpx.post(server.url + URL, json=body).status_code == 200
 
 
-def test_unwritable_data_dir_refuses_to_serve_unlogged(home: Path, rows: list[dict[str, float]]) -> None:
+def test_unwritable_data_dir_refuses_to_serve_unlogged(
+    home: Path, rows: list[dict[str, float]]
+) -> None:
     settings = Settings(model_store=home / "models", data_dir=Path("/proc/vigil-cannot-write"))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         r = client.post(URL, json={"instances": rows[:1]})
@@ -151,7 +164,10 @@ def test_pii_values_never_reach_any_file(home: Path, store: ModelStore) -> None:
     with TestClient(create_app(settings)) as client:
         r = client.post(
             "/v1/models/pii-model/predict",
-            json={"instances": [row], "metadata": {"email": "jane@example.org", "customer": "cust-998877"}},
+            json={
+                "instances": [row],
+                "metadata": {"email": "jane@example.org", "customer": "cust-998877"},
+            },
         )
         assert r.status_code == 200
         df = read_predictions(settings, "pii-model")
@@ -159,12 +175,16 @@ def test_pii_values_never_reach_any_file(home: Path, store: ModelStore) -> None:
     assert len(df.loc[0, "mean_radius"]) == 64  # an HMAC-SHA256 hex digest, stable for joins
     assert json.loads(df.loc[0, "metadata"]).keys() == {"customer"}
     for raw in ("17.123456789", "23.987654321", "jane@example.org", "cust-998877"):
-        hits = [p for p in (home / "data").rglob("*") if p.is_file() and raw.encode() in p.read_bytes()]
+        hits = [
+            p for p in (home / "data").rglob("*") if p.is_file() and raw.encode() in p.read_bytes()
+        ]
         assert not hits, f"{raw} found in {hits}"
     # and the float's raw bytes are not in any binary file either
     for value in (secret_radius, secret_texture):
         needle = np.float64(value).tobytes()
-        assert not [p for p in (home / "data").rglob("*") if p.is_file() and needle in p.read_bytes()]
+        assert not [
+            p for p in (home / "data").rglob("*") if p.is_file() and needle in p.read_bytes()
+        ]
     result = CliRunner().invoke(
         cli, ["backtest", "--model", "pii-model", "--candidate", "1"],
         env={"VIGIL_MODEL_STORE": str(home / "models"), "VIGIL_DATA_DIR": str(home / "data")},
@@ -175,20 +195,40 @@ def test_pii_values_never_reach_any_file(home: Path, store: ModelStore) -> None:
 def test_feedback_export_round_trip_and_rejected_log(
     client: TestClient, settings: Settings, rows: list[dict[str, float]], tmp_path: Path
 ) -> None:
-    r = client.post(URL, json={"instances": rows[:4], "metadata": {"session": "s1"}}, headers={"X-Request-ID": "exp-1"})
+    r = client.post(
+        URL,
+        json={"instances": rows[:4], "metadata": {"session": "s1"}},
+        headers={"X-Request-ID": "exp-1"},
+    )
     assert r.status_code == 200
-    fb = [{"request_id": "exp-1", "row": i, "label": lab} for i, lab in enumerate(["benign", "malignant"])]
+    fb = [
+        {"request_id": "exp-1", "row": i, "label": lab}
+        for i, lab in enumerate(["benign", "malignant"])
+    ]
     assert client.post("/v1/feedback", json=fb).json() == {"accepted": 2}
     assert client.post(URL, json={"instances": [{"bogus": 1}]}).status_code == 422
     env = {"VIGIL_MODEL_STORE": str(settings.model_store), "VIGIL_DATA_DIR": str(settings.data_dir)}
     for suffix in ("parquet", "csv"):
         out = tmp_path / f"export.{suffix}"
-        res = CliRunner().invoke(cli, ["logs", "export", "--model", DEMO_MODEL, "--out", str(out)], env=env)
+        res = CliRunner().invoke(
+            cli, ["logs", "export", "--model", DEMO_MODEL, "--out", str(out)], env=env
+        )
         assert res.exit_code == 0, res.output
-        back = pd.read_parquet(out) if suffix == "parquet" else pd.read_csv(out, parse_dates=["received_at"])
+        back = (
+            pd.read_parquet(out)
+            if suffix == "parquet"
+            else pd.read_csv(out, parse_dates=["received_at"])
+        )
         assert list(back["request_id"]) == ["exp-1"] * 4
-        assert list(back["label"].where(back["label"].notna(), None)) == ["benign", "malignant", None, None]
-        np.testing.assert_array_equal(back["mean_radius"].to_numpy(), [row["mean_radius"] for row in rows[:4]])
+        assert list(back["label"].where(back["label"].notna(), None)) == [
+            "benign",
+            "malignant",
+            None,
+            None,
+        ]
+        np.testing.assert_array_equal(
+            back["mean_radius"].to_numpy(), [row["mean_radius"] for row in rows[:4]]
+        )
         assert back["received_at"].dt.tz is not None
         assert json.loads(back.loc[0, "metadata"]) == {"session": "s1"}
     rejected = read_rejected(settings)
@@ -196,20 +236,40 @@ def test_feedback_export_round_trip_and_rejected_log(
 
 
 def test_backtest_reports_agreement_and_real_differences(
-    client: TestClient, settings: Settings, rows: list[dict[str, float]], demo: tuple, tmp_path: Path  # type: ignore[type-arg]
+    client: TestClient,
+    settings: Settings,
+    rows: list[dict[str, float]],
+    demo: tuple,
+    tmp_path: Path,  # type: ignore[type-arg]
 ) -> None:
     x, y, names = demo
     assert client.post(URL, json={"instances": rows, "id": "bt"}).status_code == 200
     fb = [{"request_id": "bt", "row": i, "label": names[y[i]]} for i in range(len(rows))]
     assert client.post("/v1/feedback", json=fb).status_code == 200
     env = {"VIGIL_MODEL_STORE": str(settings.model_store), "VIGIL_DATA_DIR": str(settings.data_dir)}
-    same = CliRunner().invoke(cli, ["backtest", "--model", DEMO_MODEL, "--candidate", "1", "--out", str(tmp_path / "same.json")], env=env)
+    same = CliRunner().invoke(
+        cli,
+        [
+            "backtest",
+            "--model",
+            DEMO_MODEL,
+            "--candidate",
+            "1",
+            "--out",
+            str(tmp_path / "same.json"),
+        ],
+        env=env,
+    )
     assert same.exit_code == 0, same.output
     r1 = json.loads((tmp_path / "same.json").read_text())["per_version"]["1"]
     assert r1["rows_replayed"] == len(rows) and r1["label_agreement"] == 1.0
     assert r1["probability_diff"]["max"] == 0.0
     assert r1["served_quality"] == r1["candidate_quality"]
-    other = CliRunner().invoke(cli, ["backtest", "--model", DEMO_MODEL, "--candidate", "2", "--out", str(tmp_path / "v2.json")], env=env)
+    other = CliRunner().invoke(
+        cli,
+        ["backtest", "--model", DEMO_MODEL, "--candidate", "2", "--out", str(tmp_path / "v2.json")],
+        env=env,
+    )
     assert other.exit_code == 0, other.output
     r2 = json.loads((tmp_path / "v2.json").read_text())["per_version"]["1"]
     # The real differences, computed independently from the two models' ONNX outputs

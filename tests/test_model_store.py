@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import joblib
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from model_store.demo import DEMO_MODEL, demo_data, demo_pipeline, holdout_mask, train_demo
 from model_store.convert import check_parity, to_onnx
+from model_store.demo import DEMO_MODEL, demo_data, demo_pipeline, holdout_mask, train_demo
 from model_store.errors import IntegrityError, ParityError, RegistrationError
 from model_store.registration import register_onnx_file, register_sklearn
 from model_store.store import ModelStore

@@ -19,7 +19,9 @@ def reference(demo: tuple) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[typ
     return pipe.predict(x.to_numpy()), pipe.predict_proba(x.to_numpy())
 
 
-def test_v1_equals_scikit_learn(client: TestClient, rows: list, reference: tuple, demo: tuple) -> None:  # type: ignore[type-arg]
+def test_v1_equals_scikit_learn(
+    client: TestClient, rows: list, reference: tuple, demo: tuple
+) -> None:  # type: ignore[type-arg]
     labels, proba = reference
     names = demo[2]
     r = client.post(URL, json={"instances": rows})
@@ -33,7 +35,9 @@ def test_v1_equals_scikit_learn(client: TestClient, rows: list, reference: tuple
 
 
 def test_v2_equals_scikit_learn_both_tensor_layouts(
-    client: TestClient, demo: tuple, reference: tuple  # type: ignore[type-arg]
+    client: TestClient,
+    demo: tuple,
+    reference: tuple,  # type: ignore[type-arg]
 ) -> None:
     x, _, names = demo
     labels, proba = reference
@@ -42,7 +46,9 @@ def test_v2_equals_scikit_learn_both_tensor_layouts(
         f"/v2/models/{DEMO_MODEL}/infer",
         json={
             "id": "abc",
-            "inputs": [{"name": "input", "shape": [50, 30], "datatype": "FP64", "data": batch.tolist()}],
+            "inputs": [
+                {"name": "input", "shape": [50, 30], "datatype": "FP64", "data": batch.tolist()}
+            ],
             "parameters": {"whatever": 1},
         },
     )
@@ -51,7 +57,9 @@ def test_v2_equals_scikit_learn_both_tensor_layouts(
     assert body["id"] == "abc" and body["model_version"] == "1"
     out = {o["name"]: o for o in body["outputs"]}
     assert out["label"]["data"] == [names[i] for i in labels[:50]]
-    np.testing.assert_allclose(np.array(out["probabilities"]["data"]).reshape(50, 2), proba[:50], atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(out["probabilities"]["data"]).reshape(50, 2), proba[:50], atol=1e-5
+    )
 
     per_feature = [
         {"name": col, "shape": [50], "datatype": "FP32", "data": x[col].to_numpy()[:50].tolist()}

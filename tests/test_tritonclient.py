@@ -15,11 +15,15 @@ from tests.servers import VigilServer
 
 @pytest.mark.parametrize("binary", [False, True])
 def test_tritonclient_round_trip(
-    vigil_server: Callable[..., VigilServer], demo: tuple, binary: bool  # type: ignore[type-arg]
+    vigil_server: Callable[..., VigilServer],
+    demo: tuple,
+    binary: bool,  # type: ignore[type-arg]
 ) -> None:
     server = vigil_server()
     x, _, names = demo
-    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=10)
+    client = httpclient.InferenceServerClient(
+        server.url.removeprefix("http://"), network_timeout=10
+    )
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(DEMO_MODEL)
     meta = client.get_model_metadata(DEMO_MODEL)

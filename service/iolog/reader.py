@@ -35,7 +35,12 @@ def _utc(ts: datetime | None) -> datetime | None:
 
 
 def _spool_frames(settings: Settings, table: str) -> list:  # type: ignore[type-arg]
-    return [f for seg in spool_segments(settings.spool_dir) for f in read_frames(seg) if f.table == table]
+    return [
+        f
+        for seg in spool_segments(settings.spool_dir)
+        for f in read_frames(seg)
+        if f.table == table
+    ]
 
 
 def is_postgres(settings: Settings) -> bool:
@@ -66,7 +71,9 @@ def read_predictions(
     if is_postgres(settings):
         from service.iolog.postgres_store import PostgresStore
 
-        stored = PostgresStore(settings.log_store_url).read_predictions(model, version, since, until)
+        stored = PostgresStore(settings.log_store_url).read_predictions(
+            model, version, since, until
+        )
         if not stored.empty:
             tables.append(pa.Table.from_pandas(stored, preserve_index=False))
             versions.append(-1)
@@ -125,7 +132,9 @@ def read_feedback(settings: Settings, model: str) -> pd.DataFrame:
         from service.iolog.postgres_store import PostgresStore
 
         return PostgresStore(settings.log_store_url).read_feedback(model)
-    tables += [pq.read_table(f) for f in ParquetStore(Path(settings.log_store_url)).feedback_files(model)]
+    tables += [
+        pq.read_table(f) for f in ParquetStore(Path(settings.log_store_url)).feedback_files(model)
+    ]
     _, _, fb = group_frames(_spool_frames(settings, FEEDBACK))
     tables += [feedback_table(frames) for (m, _d), frames in fb.items() if m == model]
     if not tables:
@@ -143,7 +152,9 @@ def read_rejected(
         df = PostgresStore(settings.log_store_url).read_rejected(since, until)
     else:
         store = ParquetStore(Path(settings.log_store_url))
-        files = store.rejected_files(since.date() if since else None, until.date() if until else None)
+        files = store.rejected_files(
+            since.date() if since else None, until.date() if until else None
+        )
         tables = [pq.read_table(f) for f in files]
         _, rej, _ = group_frames(_spool_frames(settings, REJECTED))
         tables += [rejected_table(frames) for frames in rej.values()]

@@ -9,7 +9,7 @@ import numpy as np
 
 @dataclass(slots=True)
 class IORecord:
-    """A served request. Arrays are per row; PII is applied by the log before anything is written."""
+    """A served request; arrays are per row. The log applies PII policy before writing."""
 
     request_id: str
     received_at: float  # unix seconds, UTC
