@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
@@ -172,6 +174,10 @@ def serve(
     import uvicorn
 
     settings = Settings()
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done, and the default action would
+    # end the process as killed (status 143). By then every accepted request is answered and
+    # the spool is flushed: exit 0, the clean stop Docker and Kubernetes expect.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if settings.train_demo_if_empty and not ModelStore(settings.model_store).models():
         train_demo_cmd(c=1.0, promote=True)
     n = workers or settings.workers
