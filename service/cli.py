@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model_store.errors import StoreError
+from monitoring.cli import drift_app, simulate
 from model_store.store import ModelStore
 from service.cli_logs import backtest_cmd, logs_app
 from service.settings import Settings
@@ -24,7 +25,9 @@ app = typer.Typer(no_args_is_help=True, help="Vigil: real-time inference with dr
 models_app = typer.Typer(no_args_is_help=True, help="The versioned model store.")
 app.add_typer(models_app, name="models")
 app.add_typer(logs_app, name="logs")
+app.add_typer(drift_app, name="drift")
 app.command("backtest")(backtest_cmd)
+app.command("simulate")(simulate)
 console = Console(stderr=True)
 out = Console()
 

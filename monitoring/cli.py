@@ -1,0 +1,236 @@
+"""``vigil drift run|schedule`` and ``vigil simulate``; standalone: ``python -m monitoring.cli``.
+
+Heavy imports (Evidently, pandas) happen inside the commands so ``vigil --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from monitoring.drift.config import DriftConfig
+    from monitoring.drift.result import DriftReport
+
+drift_app = typer.Typer(
+    no_args_is_help=True, help="Data, prediction and model drift of logged traffic (Evidently)."
+)
+console = Console(stderr=True)
+
+EXIT_ERROR = 1
+EXIT_DRIFT = 3  # only with --fail-on-drift
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name in the store.")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(help="Window start, ISO 8601 (default: end of the last run, else 24 h ago)."),
+]
+UntilOpt = Annotated[str | None, typer.Option(help="Window end, ISO 8601 (default: now).")]
+ShareOpt = Annotated[
+    float | None,
+    typer.Option(help="Share of drifted features that flags dataset drift (default 0.5)."),
+]
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not ISO 8601 (e.g. 2026-01-31T12:00:00Z)", param_hint=name
+        ) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def _line(text: str) -> None:
+    """The one-line summary: never wrapped, never read as rich markup (it holds [flags])."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=EXIT_ERROR)
+
+
+def summary_line(report: DriftReport, where: Path | None) -> str:
+    flags = [name for name, on in report.flags.to_dict().items() if on]
+    text = (
+        f"{report.model} {report.status.value}: {report.rows} rows "
+        f"{report.since:%Y-%m-%dT%H:%M:%SZ} → {report.until:%Y-%m-%dT%H:%M:%SZ}"
+        f"{' [' + ', '.join(flags) + ']' if flags else ''}"
+    )
+    if report.message:
+        text += f" — {report.message}"
+    if where is not None:
+        text += f" — {where / 'drift.json'}"
+    return text
+
+
+def _config(settings: Settings, drift_share: float | None) -> DriftConfig:
+    from monitoring.drift.config import DriftConfig
+
+    extra = {} if drift_share is None else {"drift_share": drift_share}
+    return DriftConfig.from_settings(settings, **extra)
+
+
+@drift_app.command("run")
+def run_cmd(
+    model: ModelOpt,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write drift.json and drift.html into DIR.")
+    ] = None,
+    drift_share: ShareOpt = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option(help=f"Exit {EXIT_DRIFT} when drift is detected.")
+    ] = False,
+) -> None:
+    """Analyse one window of logged traffic against each served version's reference sample."""
+    from model_store.errors import StoreError
+    from monitoring.drift.job import run_drift
+    from monitoring.drift.result import Status
+
+    settings = Settings()
+    start, end = parse_time(since, "--since"), parse_time(until, "--until")
+    cfg = _config(settings, drift_share)
+    try:
+        with console.status(f"drift of {model}…") as status:
+            report = run_drift(
+                settings, model, start, end, out, cfg=cfg, progress=lambda m: status.update(m)
+            )
+    except (StoreError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if report.push_error:
+        console.print(f"[bold red]error:[/] pushing gauges failed: {report.push_error}")
+    _line(summary_line(report, report.directory))
+    if report.status is Status.ERROR or report.push_error:
+        raise typer.Exit(code=EXIT_ERROR)
+    if fail_on_drift and report.status is Status.DRIFT:
+        raise typer.Exit(code=EXIT_DRIFT)
+
+
+@drift_app.command("schedule")
+def schedule_cmd(
+    every: Annotated[str, typer.Option(help="Interval between runs: 30s, 15m, 1h, 1h30m.")] = "15m",
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model to watch (repeatable; default: every model)."),
+    ] = None,
+    drift_share: ShareOpt = None,
+) -> None:
+    """Run the drift job every interval in the foreground until SIGTERM or SIGINT (exit 0)."""
+    from model_store.store import ModelStore
+    from monitoring.drift.job import run_drift
+    from monitoring.drift.schedule import parse_duration, run_every, stop_on_signals
+
+    try:
+        interval = parse_duration(every)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--every") from None
+    settings = Settings()
+    cfg = _config(settings, drift_share)
+    stop = threading.Event()
+
+    def one_round() -> None:
+        names = model or ModelStore(settings.model_store).models()
+        if not names:
+            print(f"{_stamp()} no models in the store {settings.model_store}", flush=True)
+        for name in names:
+            stamp = _stamp()
+            try:
+                report = run_drift(settings, name, cfg=cfg)
+            except Exception as exc:  # one model's failure must not stop the loop
+                print(f"{stamp} {name} error: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            print(f"{stamp} {summary_line(report, report.directory)}", flush=True)
+
+    console.print(f"drift schedule: every {every} ({interval:g} s); SIGTERM or Ctrl-C stops it")
+    with stop_on_signals(stop):
+        runs = run_every(interval, one_round, stop)
+    console.print(f"drift schedule stopped cleanly after {runs} rounds")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _drift_pairs(values: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for value in values:
+        feature, sep, shift = value.partition("=")
+        try:
+            out[feature.strip()] = float(shift)
+        except ValueError:
+            sep = ""
+        if not sep or not feature.strip():
+            raise typer.BadParameter(f"{value!r} is not FEATURE=SHIFT", param_hint="--drift")
+    return out
+
+
+def simulate(
+    model: ModelOpt,
+    rows: Annotated[int, typer.Option(min=1, help="Rows to send.")] = 1000,
+    url: Annotated[str, typer.Option(help="Base URL of the running service.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    drift: Annotated[
+        list[str] | None,
+        typer.Option(help="FEATURE=SHIFT: shift a feature by SHIFT standard deviations."),
+    ] = None,
+    label_noise: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of feedback labels flipped.")
+    ] = 0.0,
+    feedback: Annotated[bool, typer.Option(help="Post the true labels to /v1/feedback.")] = False,
+    batch: Annotated[int, typer.Option(min=1, help="Rows per request.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled rows and label noise.")] = 0,
+) -> None:
+    """Send realistic traffic drawn from the demo data to a running Vigil."""
+    from monitoring.simulate import SimulationError, run_simulation
+
+    if label_noise and not feedback:
+        raise typer.BadParameter("label noise applies to feedback: add --feedback")
+    shifts = _drift_pairs(drift or [])
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(f"{model} ← {url}", total=rows)
+            summary = run_simulation(
+                url,
+                model,
+                rows,
+                batch=batch,
+                drift=shifts,
+                label_noise=label_noise,
+                feedback=feedback,
+                seed=seed,
+                on_rows=lambda n: progress.advance(task, n),
+            )
+    except SimulationError as exc:
+        raise _fail(str(exc)) from None
+    _line(summary.line())
+    if summary.errors or summary.feedback_errors:
+        raise typer.Exit(code=EXIT_ERROR)
+
+
+app = typer.Typer(no_args_is_help=True, help="Vigil monitoring commands.")
+app.add_typer(drift_app, name="drift")
+app.command("simulate")(simulate)
+
+if __name__ == "__main__":
+    app()

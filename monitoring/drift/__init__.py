@@ -1,0 +1,10 @@
+"""The drift job: a window of logged traffic per served version against its reference sample.
+
+``core.analyse`` knows nothing of the log store; ``job.run_drift`` reads the window, writes
+``drift.json`` + ``drift.html``, keeps the run index and pushes gauges.
+"""
+
+from monitoring.drift.config import DriftConfig
+from monitoring.drift.result import DriftReport, Status, VersionResult
+
+__all__ = ["DriftConfig", "DriftReport", "Status", "VersionResult"]

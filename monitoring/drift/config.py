@@ -1,0 +1,50 @@
+"""What the drift analysis is tuned with; built from :class:`Settings` plus fixed method choices."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from service.settings import Settings
+
+# Evidently's stattest names. Wasserstein distance normed by the reference's standard deviation is
+# an effect size ("how many standard deviations did the distribution move"), so it does not turn
+# every large window into a p-value alarm the way KS does (see docs/readme/drift.md).
+DEFAULT_METHOD = "wasserstein"
+
+
+@dataclass(frozen=True, slots=True)
+class DriftConfig:
+    min_rows: int = 100
+    max_rows: int = 50_000
+    min_labelled_rows: int = 50
+    performance_tolerance: float = 0.05
+    method: str = DEFAULT_METHOD
+    threshold_floor: float = 0.1
+    """Evidently's default wasserstein threshold: the smallest shift (in reference SDs) flagged."""
+    noise_factor: float = 4.0
+    """Threshold is raised to noise_factor · sqrt(1/n + 1/m) so small windows are not flagged
+    for sampling noise alone (n current rows, m reference rows)."""
+    drift_share: float = 0.5
+    """Evidently's dataset-drift rule: drifted features / features ≥ drift_share."""
+    seed: int = 0
+    """Seed of the sampling of windows larger than max_rows, so a rerun reproduces a report."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> DriftConfig:
+        base = cls(
+            min_rows=settings.drift_min_rows,
+            max_rows=settings.drift_max_rows,
+            min_labelled_rows=settings.drift_min_labelled_rows,
+            performance_tolerance=settings.drift_performance_tolerance,
+        )
+        return cls(**{**asdict(base), **overrides})
+
+    def threshold(self, current_rows: int, reference_rows: int) -> float:
+        """Drift threshold for a window of ``current_rows`` against ``reference_rows``."""
+        noise = self.noise_factor * math.sqrt(1 / max(current_rows, 1) + 1 / max(reference_rows, 1))
+        return max(self.threshold_floor, noise)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,227 @@
+"""Drift of one served version: a window of its logged rows against its reference sample.
+
+Knows nothing of the log store or files: ``current`` has the columns of
+``service.iolog.reader.read_predictions`` (features, ``prediction``, ``proba_<class>``, ``label``);
+``reference`` is the version's ``reference.parquet`` (features, ``prediction``, ``proba_<class>``,
+``target``, ``split``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+
+from model_store.manifest import Manifest
+from model_store.registration import (
+    LABEL_COLUMN,
+    PREDICTION_COLUMN,
+    SPLIT_COLUMN,
+    proba_column,
+)
+from monitoring.drift.config import DriftConfig
+from monitoring.drift.result import (
+    PERFORMANCE_METRICS,
+    ColumnDrift,
+    Evidence,
+    Flags,
+    Performance,
+    Status,
+    VersionResult,
+)
+from monitoring.drift.stats import column_drift
+
+FEEDBACK_COLUMN = "label"
+VALIDATION = "validation"
+
+
+class DriftInputError(ValueError):
+    """The window or the reference sample cannot be analysed as they are."""
+
+
+def prediction_column(class_names: list[str]) -> str:
+    """The probability watched for prediction drift: the positive (second) class's."""
+    if not class_names:
+        raise DriftInputError("the manifest names no classes")
+    return proba_column(class_names[1] if len(class_names) > 1 else class_names[0])
+
+
+def analyse(
+    current: pd.DataFrame, reference: pd.DataFrame, manifest: Manifest, cfg: DriftConfig
+) -> VersionResult:
+    """Data, prediction and model drift of ``current`` (one version's window) vs ``reference``."""
+    rows = len(current)
+    result = VersionResult(
+        version=manifest.version,
+        status=Status.INSUFFICIENT_DATA,
+        rows=rows,
+        sample_cap=cfg.max_rows,
+    )
+    if rows < cfg.min_rows:
+        result.message = f"{rows} rows in the window, {cfg.min_rows} needed"
+        return result
+    class_names = list(manifest.outputs.class_names)
+    pred_col = prediction_column(class_names)
+    _check_reference(reference, manifest, pred_col)
+    features, skipped = _usable_features(current, reference, manifest)
+    sample = _sample(current, [*features, pred_col], cfg)
+    threshold = cfg.threshold(len(sample), len(reference))
+
+    drift = {f: column_drift(reference[f], sample[f], cfg.method, threshold) for f in features}
+    drifted = [f for f, d in drift.items() if d.drifted]
+    share = len(drifted) / len(features)
+    prediction = None
+    if pred_col in sample.columns and sample[pred_col].notna().any():
+        prediction = column_drift(reference[pred_col], sample[pred_col], cfg.method, threshold)
+    performance, labelled, validation = _performance(current, reference, class_names, cfg)
+
+    flags = Flags(
+        data_drift=share >= cfg.drift_share,
+        prediction_drift=bool(prediction and prediction.drifted),
+        model_drift=bool(performance.dropped),
+    )
+    result.status = Status.DRIFT if flags.any() else Status.OK
+    result.sampled_rows = len(sample)
+    result.reference_rows = len(reference)
+    result.flags = flags
+    result.drifted_share = share
+    result.drifted_features = drifted
+    result.features = drift
+    result.skipped_features = skipped
+    result.prediction_column = pred_col
+    result.prediction = prediction
+    result.performance = performance
+    result.message = _message(result, len(features), cfg)
+    result.evidence = Evidence(
+        current=sample,
+        reference=reference[[*features, pred_col]],
+        features=features,
+        prediction_column=pred_col,
+        method=cfg.method,
+        threshold=threshold,
+        drift_share=cfg.drift_share,
+        labelled=labelled,
+        validation=validation,
+        class_names=class_names,
+    )
+    return result
+
+
+def _check_reference(reference: pd.DataFrame, manifest: Manifest, pred_col: str) -> None:
+    needed = [*manifest.feature_names, PREDICTION_COLUMN, pred_col, LABEL_COLUMN, SPLIT_COLUMN]
+    missing = [c for c in needed if c not in reference.columns]
+    if missing:
+        raise DriftInputError(
+            f"reference sample of {manifest.name} v{manifest.version} lacks columns {missing}"
+        )
+    if reference.empty:
+        raise DriftInputError(f"reference sample of {manifest.name} v{manifest.version} is empty")
+
+
+def _usable_features(
+    current: pd.DataFrame, reference: pd.DataFrame, manifest: Manifest
+) -> tuple[list[str], dict[str, str]]:
+    usable: list[str] = []
+    skipped: dict[str, str] = {}
+    for spec in manifest.features:
+        name = spec.name
+        if spec.pii is not None:
+            # hashed values cannot be compared with the raw reference; dropped ones are not logged
+            skipped[name] = f"PII policy {spec.pii.value}: not comparable with the reference"
+        elif name not in current.columns:
+            skipped[name] = "not in the logged window"
+        elif not pd.api.types.is_numeric_dtype(current[name]):
+            skipped[name] = f"logged as {current[name].dtype}, not numeric"
+        elif not np.isfinite(current[name].to_numpy(dtype=np.float64)).any():
+            skipped[name] = "no finite value in the window"
+        elif not np.isfinite(reference[name].to_numpy(dtype=np.float64)).any():
+            skipped[name] = "no finite value in the reference"
+        else:
+            usable.append(name)
+    if not usable:
+        raise DriftInputError(f"no feature of {manifest.name} can be compared: {skipped}")
+    return usable, skipped
+
+
+def _sample(current: pd.DataFrame, columns: list[str], cfg: DriftConfig) -> pd.DataFrame:
+    """The rows analysed: all of them, or a seeded uniform sample of ``cfg.max_rows``."""
+    present = [c for c in columns if c in current.columns]
+    if len(current) <= cfg.max_rows:
+        return current[present]
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.sort(rng.choice(len(current), size=cfg.max_rows, replace=False))
+    return current[present].iloc[idx].reset_index(drop=True)
+
+
+def quality(y_true: pd.Series, y_pred: pd.Series) -> dict[str, float]:
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def _performance(
+    current: pd.DataFrame, reference: pd.DataFrame, class_names: list[str], cfg: DriftConfig
+) -> tuple[Performance, pd.DataFrame | None, pd.DataFrame | None]:
+    """Quality on every labelled row of the window (not the sample) vs the validation rows."""
+    if FEEDBACK_COLUMN in current.columns and PREDICTION_COLUMN in current.columns:
+        labels = current[FEEDBACK_COLUMN]
+        mask = labels.notna() & labels.isin(class_names) & current[PREDICTION_COLUMN].notna()
+    else:
+        mask = pd.Series(False, index=current.index)
+    n = int(mask.sum())
+    base = Performance(
+        labelled_rows=n,
+        min_labelled_rows=cfg.min_labelled_rows,
+        tolerance=cfg.performance_tolerance,
+    )
+    if n < cfg.min_labelled_rows:
+        return base, None, None
+    probas = [proba_column(c) for c in class_names if proba_column(c) in current.columns]
+    labelled = current.loc[mask, [FEEDBACK_COLUMN, PREDICTION_COLUMN, *probas]].rename(
+        columns={FEEDBACK_COLUMN: LABEL_COLUMN}
+    )
+    validation = reference[reference[SPLIT_COLUMN] == VALIDATION]
+    if validation.empty:  # a reference without a hold-out: compare with all of it
+        validation = reference
+    validation = validation[[LABEL_COLUMN, PREDICTION_COLUMN, *probas]]
+    cur = quality(labelled[LABEL_COLUMN], labelled[PREDICTION_COLUMN])
+    ref = quality(validation[LABEL_COLUMN], validation[PREDICTION_COLUMN])
+    dropped = any(ref[m] - cur[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
+    performance = Performance(
+        labelled_rows=n,
+        min_labelled_rows=cfg.min_labelled_rows,
+        tolerance=cfg.performance_tolerance,
+        current=cur,
+        reference=ref,
+        dropped=dropped,
+    )
+    return performance, labelled, validation
+
+
+def _message(result: VersionResult, n_features: int, cfg: DriftConfig) -> str:
+    parts = [
+        f"{result.rows} rows"
+        + (f" (sampled {result.sampled_rows})" if result.sampled_rows < result.rows else "")
+    ]
+    drifted = result.drifted_features
+    if drifted:
+        names = ", ".join(drifted[:5]) + (" …" if len(drifted) > 5 else "")
+        verdict = "data drift" if result.flags.data_drift else "below the dataset share"
+        parts.append(
+            f"{len(drifted)}/{n_features} features drifted ({names}; {verdict} {cfg.drift_share})"
+        )
+    else:
+        parts.append(f"no feature drifted of {n_features}")
+    if result.prediction is not None and result.prediction.drifted:
+        parts.append(f"prediction drift {_score(result.prediction)}")
+    perf = result.performance
+    if perf is not None and perf.current is not None and perf.reference is not None:
+        acc, ref_acc = perf.current["accuracy"], perf.reference["accuracy"]
+        word = "model drift: " if perf.dropped else ""
+        parts.append(f"{word}accuracy {acc:.3f} vs {ref_acc:.3f} on {perf.labelled_rows} labels")
+    return "; ".join(parts)
+
+
+def _score(d: ColumnDrift) -> str:
+    return f"{d.method} {d.score:.3f} ≥ {d.threshold:.3f}"

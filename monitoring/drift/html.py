@@ -1,0 +1,136 @@
+"""drift.html: Evidently reports (DataDriftPreset, ValueDrift, ClassificationPreset) per version,
+combined into one page and written with Evidently's ``Snapshot.save_html``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from evidently import (
+    BinaryClassification,
+    DataDefinition,
+    Dataset,
+    MulticlassClassification,
+    Report,
+)
+from evidently.core.report import Snapshot
+from evidently.legacy.renderers.html_widgets import CounterData, counter, header_text
+from evidently.metrics import ValueDrift
+from evidently.presets import ClassificationPreset, DataDriftPreset
+
+from model_store.registration import LABEL_COLUMN, PREDICTION_COLUMN, proba_column
+from monitoring.drift.result import DriftReport, Evidence, VersionResult
+
+
+def drift_snapshot(evidence: Evidence) -> Snapshot:
+    """Data drift of the features and drift of the watched probability, as Evidently shows it."""
+    columns = [*evidence.features, evidence.prediction_column]
+    definition = DataDefinition(numerical_columns=columns)
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=evidence.features,
+                method=evidence.method,
+                threshold=evidence.threshold,
+                drift_share=evidence.drift_share,
+            ),
+            ValueDrift(
+                column=evidence.prediction_column,
+                method=evidence.method,
+                threshold=evidence.threshold,
+            ),
+        ],
+        include_tests=True,
+    )
+    return report.run(
+        Dataset.from_pandas(evidence.current[columns], data_definition=definition),
+        Dataset.from_pandas(evidence.reference[columns], data_definition=definition),
+    )
+
+
+def classification_snapshot(evidence: Evidence) -> Snapshot | None:
+    """Quality on the labelled rows of the window vs the reference's validation rows."""
+    if evidence.labelled is None or evidence.validation is None:
+        return None
+    names = evidence.class_names
+    task: BinaryClassification | MulticlassClassification
+    if len(names) == 2:
+        task = BinaryClassification(
+            target=LABEL_COLUMN,
+            prediction_labels=PREDICTION_COLUMN,
+            prediction_probas=proba_column(names[1]),
+            pos_label=names[1],
+        )
+    else:
+        task = MulticlassClassification(target=LABEL_COLUMN, prediction_labels=PREDICTION_COLUMN)
+    probas = [c for c in evidence.labelled.columns if c.startswith("proba_")]
+    definition = DataDefinition(
+        categorical_columns=[LABEL_COLUMN, PREDICTION_COLUMN],
+        numerical_columns=probas,
+        classification=[task],
+    )
+    return Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(evidence.labelled, data_definition=definition),
+        Dataset.from_pandas(evidence.validation, data_definition=definition),
+    )
+
+
+def _widget(info: Any) -> dict[str, Any]:
+    data: dict[str, Any] = info.dict()
+    return data
+
+
+def _summary(report: DriftReport) -> list[dict[str, Any]]:
+    counters = [
+        CounterData(label="status", value=report.status.value),
+        CounterData(label="rows", value=str(report.rows)),
+        CounterData(label="since", value=report.since.isoformat(timespec="seconds")),
+        CounterData(label="until", value=report.until.isoformat(timespec="seconds")),
+    ]
+    title = f"Vigil drift report: {report.model}, run {report.run_id}"
+    widgets = [_widget(counter(counters=counters, title=title))]
+    if report.message:
+        widgets.append(_widget(header_text(label=report.message)))
+    return widgets
+
+
+def _version_widgets(model: str, result: VersionResult) -> list[dict[str, Any]]:
+    heading = f"{model} v{result.version}: {result.status.value} ({result.message})"
+    widgets = [_widget(header_text(label=heading))]
+    if result.evidence is None:
+        return widgets
+    sections = [("data and prediction drift", drift_snapshot(result.evidence))]
+    quality = classification_snapshot(result.evidence)
+    if quality is not None:
+        sections.append(("classification quality on labelled rows vs validation", quality))
+    for title, snap in sections:
+        dumped = snap.dump_dict()
+        widgets.append(_widget(header_text(label=f"v{result.version}: {title}")))
+        widgets.extend(dumped["widgets"])
+        widgets.extend(dumped["tests_widgets"])
+    return widgets
+
+
+def combined_snapshot(report: DriftReport) -> Snapshot:
+    """One Evidently snapshot holding the summary and every version's reports, in order."""
+    widgets = _summary(report)
+    for result in report.versions:
+        widgets.extend(_version_widgets(report.model, result))
+    return Snapshot.load_dict(
+        {
+            "report": {"items": []},
+            "name": f"{report.model} {report.run_id}",
+            "timestamp": datetime.now(UTC),
+            "metadata": {},
+            "tags": [],
+            "metric_results": {},
+            "top_level_metrics": [],
+            "widgets": widgets,
+            "tests_widgets": [],
+        }
+    )
+
+
+def write_html(report: DriftReport, path: Path) -> None:
+    combined_snapshot(report).save_html(str(path))

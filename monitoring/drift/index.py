@@ -1,0 +1,96 @@
+"""The index of drift runs per model: ``<reports_dir>/<model>/index.json``.
+
+It decides the default window of the next run: from the end of the last *live* run (one whose
+window ended "now") that analysed data. Runs that errored or had too few rows leave the window
+open, so their rows are analysed together with the next ones. Back-fills (explicit ``--until``)
+never move it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from monitoring.drift.result import DriftReport, Status
+
+INDEX_FILE = "index.json"
+MAX_ENTRIES = 10_000  # a 15-minute schedule fills this in ~100 days; older entries are dropped
+_ANALYSED = {Status.OK.value, Status.DRIFT.value}
+log = logging.getLogger(__name__)
+
+
+def new_run_id(started_at: datetime) -> str:
+    return f"{started_at.strftime('%Y%m%dT%H%M%S')}Z-{secrets.token_hex(3)}"
+
+
+class RunIndex:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.path = directory / INDEX_FILE
+
+    def runs(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        try:
+            runs: list[dict[str, Any]] = json.loads(self.path.read_text())["runs"]
+        except (ValueError, KeyError, TypeError) as exc:
+            # a damaged index must not stop every later run: set it aside and start a new one
+            aside = self.path.with_name(f"{INDEX_FILE}.corrupt-{secrets.token_hex(3)}")
+            log.warning("drift run index %s is unreadable (%s); moved to %s", self.path, exc, aside)
+            self.path.replace(aside)
+            return []
+        return runs
+
+    def default_since(self) -> datetime | None:
+        for run in reversed(self.runs()):
+            if run.get("live") and run.get("status") in _ANALYSED:
+                return datetime.fromisoformat(run["until"])
+        return None
+
+    def append(self, report: DriftReport, *, live: bool, path: Path) -> None:
+        entry = {
+            "run_id": report.run_id,
+            "started_at": report.started_at.isoformat(),
+            "finished_at": report.finished_at.isoformat(),
+            "since": report.since.isoformat(),
+            "until": report.until.isoformat(),
+            "live": live,
+            "status": report.status.value,
+            "flags": report.flags.to_dict(),
+            "rows": report.rows,
+            "versions": [v.version for v in report.versions],
+            "path": str(path),
+        }
+        with self._locked():
+            runs = [*self.runs(), entry][-MAX_ENTRIES:]
+            self._write({"model": report.model, "runs": runs})
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # two runs of the same model (a schedule and a manual run) must not lose each other's entry
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / ".index.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".index.")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=2)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,171 @@
+"""``vigil drift run``: read a window of the I/O log, analyse each served version, write
+``drift.json`` + ``drift.html``, push gauges, record the run in the index."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import evidently
+import pandas as pd
+
+from model_store.errors import ModelNotFoundError, StoreError
+from model_store.store import ModelStore, check_model_name
+from monitoring.drift import push as pushgateway
+from monitoring.drift.config import DriftConfig
+from monitoring.drift.core import DriftInputError, analyse
+from monitoring.drift.html import write_html
+from monitoring.drift.index import RunIndex, new_run_id
+from monitoring.drift.result import DriftReport, Status, VersionResult
+from service.iolog.reader import read_predictions
+from service.settings import Settings
+
+DEFAULT_WINDOW = timedelta(hours=24)
+JSON_FILE = "drift.json"
+HTML_FILE = "drift.html"
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+def utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+def run_drift(
+    settings: Settings,
+    model: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    out_dir: Path | None = None,
+    *,
+    cfg: DriftConfig | None = None,
+    progress: Progress = _quiet,
+) -> DriftReport:
+    """One drift run. Problems with the data become ``status: error`` in the written report;
+    only an unknown model or an unwritable report directory raise."""
+    check_model_name(model)
+    store = ModelStore(settings.model_store)
+    if not store.versions(model):
+        raise ModelNotFoundError(f"model {model!r} is not in the store {store.root}")
+    cfg = cfg or DriftConfig.from_settings(settings)
+    index = RunIndex(settings.reports_dir / model)
+    started = datetime.now(UTC)
+    end = utc(until) or started
+    start = utc(since) or index.default_since() or end - DEFAULT_WINDOW
+    report = DriftReport(
+        run_id=new_run_id(started),
+        model=model,
+        since=start,
+        until=end,
+        started_at=started,
+        finished_at=started,
+        config=cfg.to_dict(),
+        engine=f"evidently {evidently.__version__}",
+    )
+    try:
+        _analyse_window(settings, store, report, cfg, progress)
+    except Exception as exc:  # a broken window must end in a report, not a crash loop
+        log.exception("drift run %s of %s failed", report.run_id, model)
+        report.error = f"{type(exc).__name__}: {exc}"
+    report.finished_at = datetime.now(UTC)
+    target = out_dir or index.dir / report.run_id
+    report.directory = target
+    _write(settings, report, target, progress)
+    index.append(report, live=until is None, path=target)
+    return report
+
+
+def _analyse_window(
+    settings: Settings, store: ModelStore, report: DriftReport, cfg: DriftConfig, say: Progress
+) -> None:
+    if report.since >= report.until:
+        raise DriftInputError(f"the window is empty: since {report.since} is not before until")
+    say(f"reading {report.model} predictions {report.since:%Y-%m-%d %H:%M} → {report.until:%H:%M}")
+    window = read_predictions(settings, report.model, since=report.since, until=report.until)
+    if "status" in window.columns and len(window):
+        served = window["status"].astype("int64") < 400
+        if not served.all():  # filtering copies every column: only when something is dropped
+            window = window[served]
+    report.rows = len(window)
+    if window.empty:
+        report.note = "no predictions logged in the window"
+        return
+    versions = sorted(int(v) for v in window["version"].unique())
+    for v in versions:
+        part = window if len(versions) == 1 else window[window["version"] == v]
+        say(f"analysing {report.model} v{v}: {len(part)} rows")
+        report.versions.append(_analyse_version(store, report.model, v, part, cfg))
+
+
+def _analyse_version(
+    store: ModelStore, model: str, version: int, window: pd.DataFrame, cfg: DriftConfig
+) -> VersionResult:
+    try:
+        manifest = store.manifest(model, version)
+        return analyse(window, _reference(store, model, version), manifest, cfg)
+    except (StoreError, DriftInputError) as exc:
+        log.warning("drift of %s v%d cannot be analysed: %s", model, version, exc)
+        return VersionResult(
+            version=version,
+            status=Status.ERROR,
+            rows=len(window),
+            sample_cap=cfg.max_rows,
+            message=str(exc),
+        )
+
+
+def _reference(store: ModelStore, model: str, version: int) -> pd.DataFrame:
+    path = store.reference_path(model, version)
+    if not path.is_file():
+        raise DriftInputError(
+            f"{model} v{version} has no reference sample ({path}); register it with its "
+            "training data to monitor drift"
+        )
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        raise DriftInputError(f"reference sample {path} is unreadable: {exc}") from exc
+
+
+def _write(settings: Settings, report: DriftReport, target: Path, say: Progress) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    say("writing drift.html (Evidently)")
+    try:
+        write_html(report, target / HTML_FILE)
+        report.files = {"json": JSON_FILE, "html": HTML_FILE}
+    except Exception as exc:  # the numbers stay valid without their pictures
+        log.exception("drift.html of run %s could not be rendered", report.run_id)
+        report.files = {"json": JSON_FILE, "html": None}
+        report.html_error = f"{type(exc).__name__}: {exc}"
+    if settings.pushgateway_url:
+        say(f"pushing gauges to {settings.pushgateway_url}")
+        try:
+            pushgateway.push(settings.pushgateway_url, report)
+            report.pushed = True
+        except OSError as exc:
+            log.warning("pushing drift gauges to %s failed: %s", settings.pushgateway_url, exc)
+            report.pushed, report.push_error = False, str(exc)
+    _write_json(target / JSON_FILE, report)
+
+
+def _write_json(path: Path, report: DriftReport) -> None:
+    data = json.dumps(report.to_dict(), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

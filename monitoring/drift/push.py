@@ -1,0 +1,77 @@
+"""Drift gauges to the Prometheus Pushgateway (job ``vigil_drift``, grouping key ``model``).
+
+Each push replaces the model's whole group, so versions no longer served disappear.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+from monitoring.drift.result import PERFORMANCE_METRICS, DriftReport, Status
+
+JOB = "vigil_drift"
+
+
+def drift_registry(report: DriftReport) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    m = report.model
+
+    def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+        return Gauge(name, doc, labels, registry=reg)
+
+    gauge(
+        "vigil_drift_last_run_timestamp_seconds", "When the drift job last finished.", ["model"]
+    ).labels(m).set(report.finished_at.timestamp())
+    status = gauge(
+        "vigil_drift_status", "1 for the status of the last drift run.", ["model", "status"]
+    )
+    for s in Status:
+        status.labels(m, s.value).set(1 if s is report.status else 0)
+
+    mv = ["model", "version"]
+    rows = gauge("vigil_drift_rows", "Logged rows in the window.", mv)
+    dataset = gauge("vigil_drift_dataset_drift", "1 when the dataset drifted.", mv)
+    share = gauge("vigil_drift_drifted_share", "Share of features that drifted.", mv)
+    f_labels = [*mv, "feature"]
+    f_score = gauge("vigil_drift_feature_score", "Drift score per feature.", f_labels)
+    f_drifted = gauge("vigil_drift_feature_drifted", "1 when the feature drifted.", f_labels)
+    p_drift = gauge("vigil_drift_prediction_drift", "1 when the prediction drifted.", mv)
+    p_score = gauge("vigil_drift_prediction_score", "Drift score of the prediction.", mv)
+    model_drift = gauge("vigil_drift_model_drift", "1 when quality dropped.", mv)
+    perf = gauge("vigil_drift_performance", "Quality on labelled rows.", [*mv, "metric"])
+    ref_perf = gauge(
+        "vigil_drift_reference_performance", "Quality on validation rows.", [*mv, "metric"]
+    )
+    labelled = gauge("vigil_drift_labelled_rows", "Rows with feedback labels.", mv)
+
+    for v in report.versions:
+        ver = str(v.version)
+        rows.labels(m, ver).set(v.rows)
+        dataset.labels(m, ver).set(int(v.flags.data_drift))
+        p_drift.labels(m, ver).set(int(v.flags.prediction_drift))
+        model_drift.labels(m, ver).set(int(v.flags.model_drift))
+        if v.drifted_share is not None:
+            share.labels(m, ver).set(v.drifted_share)
+        for feature, d in v.features.items():
+            f_score.labels(m, ver, feature).set(d.score)
+            f_drifted.labels(m, ver, feature).set(int(d.drifted))
+        if v.prediction is not None:
+            p_score.labels(m, ver).set(v.prediction.score)
+        if v.performance is not None:
+            labelled.labels(m, ver).set(v.performance.labelled_rows)
+            for metric in PERFORMANCE_METRICS:
+                if v.performance.current is not None:
+                    perf.labels(m, ver, metric).set(v.performance.current[metric])
+                if v.performance.reference is not None:
+                    ref_perf.labels(m, ver, metric).set(v.performance.reference[metric])
+    return reg
+
+
+def push(url: str, report: DriftReport, timeout: float = 10.0) -> None:
+    push_to_gateway(
+        url,
+        job=JOB,
+        registry=drift_registry(report),
+        grouping_key={"model": report.model},
+        timeout=timeout,
+    )

@@ -1,0 +1,227 @@
+"""The results of a drift run and their JSON form (schema documented in docs/readme/drift.md).
+
+``SCHEMA_VERSION`` changes only when a field is removed or changes meaning; new fields may be
+added without a bump, so readers must ignore keys they do not know.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+PERFORMANCE_METRICS = ("accuracy", "f1_macro")
+
+
+class Status(StrEnum):
+    OK = "ok"
+    DRIFT = "drift"
+    INSUFFICIENT_DATA = "insufficient_data"
+    ERROR = "error"
+
+
+# The run's status is the most severe of its versions': a broken analysis must not hide behind
+# a healthy version, and one drifting version is enough to call the model drifting.
+_SEVERITY = {Status.INSUFFICIENT_DATA: 0, Status.OK: 1, Status.DRIFT: 2, Status.ERROR: 3}
+
+
+def worst(statuses: list[Status]) -> Status:
+    return max(statuses, key=_SEVERITY.__getitem__, default=Status.INSUFFICIENT_DATA)
+
+
+def _num(value: float | None) -> float | None:
+    """JSON has no NaN; a score that could not be computed is null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDrift:
+    score: float
+    method: str
+    threshold: float
+    drifted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": _num(self.score),
+            "method": self.method,
+            "threshold": self.threshold,
+            "drifted": self.drifted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Flags:
+    data_drift: bool = False
+    prediction_drift: bool = False
+    model_drift: bool = False
+
+    def any(self) -> bool:
+        return self.data_drift or self.prediction_drift or self.model_drift
+
+    def to_dict(self) -> dict[str, bool]:
+        return {
+            "data_drift": self.data_drift,
+            "prediction_drift": self.prediction_drift,
+            "model_drift": self.model_drift,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    labelled_rows: int
+    min_labelled_rows: int
+    tolerance: float
+    current: dict[str, float] | None = None
+    reference: dict[str, float] | None = None
+    dropped: bool | None = None
+    """None when there were too few labels to judge."""
+
+    @property
+    def evaluated(self) -> bool:
+        return self.current is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "evaluated": self.evaluated,
+            "labelled_rows": self.labelled_rows,
+            "min_labelled_rows": self.min_labelled_rows,
+            "tolerance": self.tolerance,
+            "current": self.current,
+            "reference": self.reference,
+            "dropped": self.dropped,
+        }
+
+
+@dataclass(slots=True)
+class Evidence:
+    """The frames the numbers were computed from, kept for the Evidently HTML report."""
+
+    current: pd.DataFrame
+    reference: pd.DataFrame
+    features: list[str]
+    prediction_column: str
+    method: str
+    threshold: float
+    drift_share: float
+    labelled: pd.DataFrame | None = None
+    validation: pd.DataFrame | None = None
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class VersionResult:
+    version: int
+    status: Status
+    rows: int
+    sample_cap: int
+    sampled_rows: int = 0
+    reference_rows: int = 0
+    flags: Flags = field(default_factory=Flags)
+    drifted_share: float | None = None
+    drifted_features: list[str] = field(default_factory=list)
+    features: dict[str, ColumnDrift] = field(default_factory=dict)
+    skipped_features: dict[str, str] = field(default_factory=dict)
+    prediction_column: str | None = None
+    prediction: ColumnDrift | None = None
+    performance: Performance | None = None
+    message: str = ""
+    evidence: Evidence | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "status": self.status.value,
+            "message": self.message,
+            "rows": self.rows,
+            "sampled_rows": self.sampled_rows,
+            "sample_cap": self.sample_cap,
+            "reference_rows": self.reference_rows,
+            "flags": self.flags.to_dict(),
+            "drifted_share": _num(self.drifted_share),
+            "drifted_features": self.drifted_features,
+            "features": {name: d.to_dict() for name, d in self.features.items()},
+            "skipped_features": self.skipped_features,
+            "prediction": None
+            if self.prediction is None
+            else {"column": self.prediction_column, **self.prediction.to_dict()},
+            "performance": None if self.performance is None else self.performance.to_dict(),
+        }
+
+
+@dataclass(slots=True)
+class DriftReport:
+    run_id: str
+    model: str
+    since: datetime
+    until: datetime
+    started_at: datetime
+    finished_at: datetime
+    config: dict[str, Any]
+    versions: list[VersionResult] = field(default_factory=list)
+    rows: int = 0
+    error: str | None = None
+    note: str = ""
+    engine: str = ""
+    files: dict[str, str | None] = field(default_factory=dict)
+    html_error: str | None = None
+    directory: Path | None = None
+    """Where drift.json and drift.html were written."""
+    pushed: bool | None = None
+    push_error: str | None = None
+
+    @property
+    def status(self) -> Status:
+        if self.error is not None:
+            return Status.ERROR
+        return worst([v.status for v in self.versions])
+
+    @property
+    def flags(self) -> Flags:
+        return Flags(
+            data_drift=any(v.flags.data_drift for v in self.versions),
+            prediction_drift=any(v.flags.prediction_drift for v in self.versions),
+            model_drift=any(v.flags.model_drift for v in self.versions),
+        )
+
+    @property
+    def message(self) -> str:
+        if self.error is not None:
+            return self.error
+        if not self.versions:
+            return self.note
+        return "; ".join(f"v{v.version}: {v.message}" for v in self.versions if v.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        shares = [v.drifted_share for v in self.versions if v.drifted_share is not None]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "model": self.model,
+            "status": self.status.value,
+            "message": self.message,
+            "error": self.error,
+            "window": {"since": self.since.isoformat(), "until": self.until.isoformat()},
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "rows": self.rows,
+            "sampled_rows": sum(v.sampled_rows for v in self.versions),
+            "sample_cap": self.config.get("max_rows"),
+            "flags": self.flags.to_dict(),
+            "drifted_share": max(shares) if shares else None,
+            "served_versions": [v.version for v in self.versions],
+            "versions": [v.to_dict() for v in self.versions],
+            "config": self.config,
+            "engine": self.engine,
+            "files": self.files,
+            "html_error": self.html_error,
+            "pushgateway": {"pushed": self.pushed, "error": self.push_error},
+        }
