@@ -68,6 +68,13 @@ def read_predictions(
     since, until = _utc(since), _utc(until)
     tables: list[pa.Table] = []
     versions: list[int] = []
+    # The spool first: a segment delivered and deleted between the two reads is then seen in
+    # the store; records read twice are dropped by the (request_id, row) de-duplication.
+    preds, _, _ = group_frames(_spool_frames(settings, PREDICTIONS))
+    for (m, v, _d), frames in preds.items():
+        if m == model and (version is None or v == version):
+            tables.append(predictions_table(frames))
+            versions.append(v)
     if is_postgres(settings):
         from service.iolog.postgres_store import PostgresStore
 
@@ -85,11 +92,6 @@ def read_predictions(
             for f in files:
                 tables.append(pq.read_table(f))
                 versions.append(v)
-    preds, _, _ = group_frames(_spool_frames(settings, PREDICTIONS))
-    for (m, v, _d), frames in preds.items():
-        if m == model and (version is None or v == version):
-            tables.append(predictions_table(frames))
-            versions.append(v)
     if not tables:
         return _empty_predictions(with_labels)
     frames_out = []
@@ -127,16 +129,16 @@ def _empty_predictions(with_labels: bool) -> pd.DataFrame:
 
 
 def read_feedback(settings: Settings, model: str) -> pd.DataFrame:
-    tables: list[pa.Table] = []
+    _, _, fb = group_frames(_spool_frames(settings, FEEDBACK))  # spool first, as above
+    tables = [feedback_table(frames) for (m, _d), frames in fb.items() if m == model]
     if is_postgres(settings):
         from service.iolog.postgres_store import PostgresStore
 
-        return PostgresStore(settings.log_store_url).read_feedback(model)
-    tables += [
-        pq.read_table(f) for f in ParquetStore(Path(settings.log_store_url)).feedback_files(model)
-    ]
-    _, _, fb = group_frames(_spool_frames(settings, FEEDBACK))
-    tables += [feedback_table(frames) for (m, _d), frames in fb.items() if m == model]
+        stored = PostgresStore(settings.log_store_url).read_feedback(model)
+        tables.append(pa.Table.from_pandas(stored, schema=FEEDBACK_SCHEMA, preserve_index=False))
+    else:
+        parquet = ParquetStore(Path(settings.log_store_url))
+        tables += [pq.read_table(f) for f in parquet.feedback_files(model)]
     if not tables:
         return FEEDBACK_SCHEMA.empty_table().to_pandas()
     return pa.concat_tables(tables).to_pandas()
@@ -146,18 +148,17 @@ def read_rejected(
     settings: Settings, since: datetime | None = None, until: datetime | None = None
 ) -> pd.DataFrame:
     since, until = _utc(since), _utc(until)
+    _, rej, _ = group_frames(_spool_frames(settings, REJECTED))  # spool first, as above
+    tables = [rejected_table(frames) for frames in rej.values()]
     if is_postgres(settings):
         from service.iolog.postgres_store import PostgresStore
 
-        df = PostgresStore(settings.log_store_url).read_rejected(since, until)
+        stored = PostgresStore(settings.log_store_url).read_rejected(since, until)
+        tables.append(pa.Table.from_pandas(stored, schema=REJECTED_SCHEMA, preserve_index=False))
     else:
         store = ParquetStore(Path(settings.log_store_url))
-        files = store.rejected_files(
-            since.date() if since else None, until.date() if until else None
-        )
-        tables = [pq.read_table(f) for f in files]
-        _, rej, _ = group_frames(_spool_frames(settings, REJECTED))
-        tables += [rejected_table(frames) for frames in rej.values()]
-        df = (pa.concat_tables(tables) if tables else REJECTED_SCHEMA.empty_table()).to_pandas()
+        first, last = (since.date() if since else None), (until.date() if until else None)
+        tables += [pq.read_table(f) for f in store.rejected_files(first, last)]
+    df = (pa.concat_tables(tables) if tables else REJECTED_SCHEMA.empty_table()).to_pandas()
     df = df.drop_duplicates(["request_id", "received_at"], keep="first")
     return _window(df, since, until).sort_values("received_at").reset_index(drop=True)
