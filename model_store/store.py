@@ -48,9 +48,11 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, mode)  # mkstemp creates 0600; reports and aliases are for other users too
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -147,7 +149,7 @@ class ModelStore:
             return int(previous)
         data["aliases"][alias] = version
         data["history"].setdefault(alias, []).append(version)
-        _write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+        write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
         return None if previous is None else int(previous)
 
     def rollback(self, model: str, alias: str = "production") -> int:
@@ -160,7 +162,7 @@ class ModelStore:
             )
         history.pop()
         data["aliases"][alias] = history[-1]
-        _write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+        write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
         return history[-1]
 
     # -- writing -----------------------------------------------------------------------------

@@ -11,15 +11,14 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import secrets
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from model_store.store import write_atomic
 from monitoring.drift.result import DriftReport, Status
 
 INDEX_FILE = "index.json"
@@ -86,11 +85,4 @@ class RunIndex:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _write(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".index.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, json.dumps(data, indent=2).encode())

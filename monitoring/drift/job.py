@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +13,7 @@ import evidently
 import pandas as pd
 
 from model_store.errors import ModelNotFoundError, StoreError
-from model_store.store import ModelStore, check_model_name
+from model_store.store import ModelStore, check_model_name, write_atomic
 from monitoring.drift import push as pushgateway
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import DriftInputError, analyse
@@ -160,12 +158,4 @@ def _write(settings: Settings, report: DriftReport, target: Path, say: Progress)
 
 
 def _write_json(path: Path, report: DriftReport) -> None:
-    data = json.dumps(report.to_dict(), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(report.to_dict(), indent=2, allow_nan=False).encode())
