@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from model_store.errors import StoreError
-from monitoring.cli import drift_app, simulate
 from model_store.store import ModelStore
+from monitoring.cli import drift_app, simulate
 from service.cli_logs import backtest_cmd, logs_app
 from service.settings import Settings
 

@@ -33,7 +33,9 @@ def decode_v1(body: Any, model: LoadedModel, max_rows: int) -> V1Request:
         raise InvalidInput(f"body: expected a JSON object, got {type_name(body)}")
     extra = body.keys() - _ALLOWED_TOP
     if extra:
-        raise InvalidInput(f"body: unknown field {sorted(extra)[0]!r}; allowed: instances, id, metadata")
+        raise InvalidInput(
+            f"body: unknown field {sorted(extra)[0]!r}; allowed: instances, id, metadata"
+        )
     instances = body.get("instances")
     if instances is None:
         raise InvalidInput("instances: required field is missing")
@@ -71,7 +73,9 @@ def _explain(instances: list[Any], model: LoadedModel) -> None:
     names = model.feature_index
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
-            raise InvalidInput(f"instances[{i}]: expected an object of features, got {type_name(row)}")
+            raise InvalidInput(
+                f"instances[{i}]: expected an object of features, got {type_name(row)}"
+            )
         for key in row:
             if key not in names:
                 raise InvalidInput(f"instances[{i}]: unknown feature {key!r}")

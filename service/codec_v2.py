@@ -21,7 +21,7 @@ from service.validation import check_matrix, check_request_id, type_name
 LABEL = "label"
 PROBABILITIES = "probabilities"
 OUTPUTS = (LABEL, PROBABILITIES)
-_NP_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_NP_TYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 _NUMBER_TYPES = frozenset({float, int})
 
 
@@ -64,9 +64,7 @@ def decode_v2(body: Any, binary: bytes, model: LoadedModel, max_rows: int) -> V2
         tensors.append(tensor)
         offset += used
     if offset != len(binary):
-        raise InvalidInput(
-            f"binary data: {len(binary)} bytes sent, the tensors declare {offset}"
-        )
+        raise InvalidInput(f"binary data: {len(binary)} bytes sent, the tensors declare {offset}")
     x = _assemble(tensors, model, max_rows)
     check_matrix(model, x, "inputs")
     outputs, binary_outputs = _requested_outputs(body.get("outputs"), params or {})
@@ -109,9 +107,7 @@ def _tensor(t: Any, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
     else:
         data = _json_data(t.get("data"), where)
     if data.size != count:
-        raise InvalidInput(
-            f"{where}: shape {shape} needs {count} values, data has {data.size}"
-        )
+        raise InvalidInput(f"{where}: shape {shape} needs {count} values, data has {data.size}")
     return _Tensor(name, tuple(shape), data), used
 
 
@@ -191,7 +187,9 @@ def _requested_outputs(
             raise InvalidInput(f"outputs[{i}]: expected an object with a string name")
         name = o["name"]
         if name not in OUTPUTS:
-            raise InvalidInput(f"outputs[{i}].name: unknown output {name!r}; known: {list(OUTPUTS)}")
+            raise InvalidInput(
+                f"outputs[{i}].name: unknown output {name!r}; known: {list(OUTPUTS)}"
+            )
         names_list.append(name)
         oparams = o.get("parameters") or {}
         if not isinstance(oparams, dict):
@@ -221,7 +219,11 @@ def encode_v2(
             else:
                 entry["data"] = labels.tolist()
         else:
-            entry = {"name": PROBABILITIES, "datatype": "FP32", "shape": list(pred.probabilities.shape)}
+            entry = {
+                "name": PROBABILITIES,
+                "datatype": "FP32",
+                "shape": list(pred.probabilities.shape),
+            }
             if PROBABILITIES in req.binary_outputs:
                 blob = pred.probabilities.astype("<f4").tobytes()
                 entry["parameters"] = {"binary_data_size": len(blob)}

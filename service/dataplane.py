@@ -21,7 +21,7 @@ from service.iolog.record import IORecord, RejectedRecord
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.runtime import LoadedModel, Prediction
-from service.validation import decode_feedback
+from service.validation import check_prediction, decode_feedback
 
 V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"
@@ -48,7 +48,7 @@ def new_request_id() -> str:
 def parse_version(version: str | None) -> int | None:
     if version is None:
         return None
-    if not version.isdigit() or len(version) > 9:
+    if not (version.isascii() and version.isdigit()) or len(version) > 9:
         raise VersionNotFoundError(f"version {version[:40]!r} not found: versions are integers")
     return int(version)
 
@@ -82,6 +82,7 @@ class DataPlane:
         req = decode_v1(body, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)
+        check_prediction(pred, "instances")
         names = model.class_names
         labels = model.class_names_arr[pred.labels].tolist()
         probs = pred.probabilities.tolist()
@@ -113,6 +114,7 @@ class DataPlane:
         req = decode_v2(body, binary, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)
+        check_prediction(pred, "inputs")
         out, header_len = encode_v2(model, req, pred, request_id)
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started)
         return Result(out, request_id, header_len)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,8 @@ class ModelRegistry:
         self._models: dict[str, ModelState] = {}
         self._listeners: list[Listener] = []
         self._failure_listeners: list[FailureListener] = []
+        # The alias follower and admin calls switch from different threads: one at a time.
+        self._switching = threading.RLock()
 
     def on_switch(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -68,18 +71,19 @@ class ModelRegistry:
 
     # -- loading and switching ---------------------------------------------------------------
     def _load(self, model: str, version: int) -> LoadedModel:
-        state = self._models.setdefault(model, ModelState())
         try:
             loaded = LoadedModel.load(self.store, model, version, self._opts)
         except (ModelNotFoundError, VersionNotFoundError):
-            raise
+            raise  # no state for names that are not in the store: they must not spoil readiness
         except Exception as exc:
+            state = self._models.setdefault(model, ModelState())
             reason = f"{model} v{version}: {exc}"
             log.error("refusing to load %s", reason, exc_info=not isinstance(exc, StoreError))
             state.failures[version] = reason
             for failed in self._failure_listeners:
                 failed(model, version, reason)
             raise VersionLoadError(reason) from exc
+        state = self._models.setdefault(model, ModelState())
         state.failures.pop(version, None)
         state.loaded[version] = loaded
         return loaded
@@ -96,6 +100,10 @@ class ModelRegistry:
 
     def switch(self, model: str, version: int) -> LoadedModel:
         """Make ``version`` the default; raises (and keeps the old one) if it cannot serve."""
+        with self._switching:
+            return self._switch(model, version)
+
+    def _switch(self, model: str, version: int) -> LoadedModel:
         loaded = self._models.get(model, ModelState()).loaded.get(version) or self._load(
             model, version
         )
@@ -109,6 +117,10 @@ class ModelRegistry:
 
     def refresh(self) -> None:
         """Follow the alias of every model in the store (called at start and periodically)."""
+        with self._switching:
+            self._refresh()
+
+    def _refresh(self) -> None:
         for model in self.store.models():
             try:
                 target = self.store.resolve(model, self.alias)
@@ -121,7 +133,7 @@ class ModelRegistry:
             if state and target in state.failures:
                 continue  # already refused; retried when the alias moves again or on reload
             try:
-                self.switch(model, target)
+                self._switch(model, target)
             except (VersionLoadError, StoreError) as exc:
                 log.error("not switching %s to v%s: %s", model, target, exc)
 

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidInput
-from service.runtime import LoadedModel
+from service.runtime import LoadedModel, Prediction
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_METADATA_KEYS = 32
 MAX_METADATA_VALUE = 1024
 
@@ -22,7 +22,7 @@ def check_matrix(model: LoadedModel, x: np.ndarray, where: str) -> None:
             f"{where}[{r}].{model.feature_names[c]}: value {x[r, c]} is not a finite number"
         )
     if model.dtype is np.float32:
-        too_big = np.abs(x) > _FLOAT32_MAX
+        too_big = np.abs(x) > FLOAT32_MAX
         if too_big.any():
             r, c = np.argwhere(too_big)[0]
             raise InvalidInput(
@@ -37,6 +37,18 @@ def check_matrix(model: LoadedModel, x: np.ndarray, where: str) -> None:
                 f"{where}[{r}].{model.feature_names[col]}: {x[r, col]:g} is not one of the "
                 f"allowed categories {sorted(allowed)}"
             )
+
+
+def check_prediction(pred: Prediction, where: str) -> None:
+    """Refuse rows the model cannot score: finite inputs can still overflow inside the model
+    (e.g. 3e38 in float32), and NaN probabilities must not be served as if they were an answer."""
+    bad = ~np.isfinite(pred.probabilities).all(axis=1)
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise InvalidInput(
+            f"{where}[{r}]: the model's probabilities for this row are not finite numbers; "
+            "its values are too far outside the range the model was trained on"
+        )
 
 
 def check_metadata(metadata: Any) -> dict[str, str]:
@@ -65,9 +77,14 @@ def check_request_id(value: Any, where: str) -> str | None:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 type_name = _type_name
@@ -100,7 +117,9 @@ def decode_feedback(body: Any, max_items: int) -> list[FeedbackItem]:
             raise InvalidInput(f"[{i}].row: expected a non-negative integer, got {row!r}")
         label = item.get("label")
         if not isinstance(label, str):
-            raise InvalidInput(f"[{i}].label: expected a class name string, got {_type_name(label)}")
+            raise InvalidInput(
+                f"[{i}].label: expected a class name string, got {_type_name(label)}"
+            )
         model = item.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidInput(f"[{i}].model: expected a string")

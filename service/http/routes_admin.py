@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -14,7 +15,7 @@ from service.dataplane import parse_version
 from service.errors import InvalidInput, NotFound, Unauthorized
 from service.http.body import read_json
 from service.http.deps import Runtime, runtime
-from service.http.openapi import ERROR_RESPONSES
+from service.http.openapi import ADMIN_ERROR_RESPONSES, PROMOTE_BODY
 
 
 def require_admin(request: Request) -> Runtime:
@@ -31,36 +32,62 @@ def require_admin(request: Request) -> Runtime:
     return rt
 
 
+T = TypeVar("T")
 AdminDep = Annotated[Runtime, Depends(require_admin)]
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ADMIN_ERROR_RESPONSES)
 
 
 def _json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-@router.post("/models/{model}/promote", summary="Point the alias at a version and serve it")
+@router.post(
+    "/models/{model}/promote",
+    summary="Point the alias at a version and serve it",
+    openapi_extra=PROMOTE_BODY,
+)
 async def promote(request: Request, model: str, rt: AdminDep) -> Response:
     body = await read_json(request, 4096)
     version = body.get("version") if isinstance(body, dict) else None
     if type(version) is not int:
         raise InvalidInput("version: required integer")
-    # Load and smoke-test before the alias moves: a broken version is never promoted.
-    loaded = await asyncio.to_thread(rt.registry.switch, model, version)
-    previous = await asyncio.to_thread(rt.registry.store.set_alias, model, version, rt.settings.alias)
-    return _json({"model": model, "serving_version": loaded.version, "previous_version": previous})
+    # Unknown model/version → 404 before the registry creates any state for the name.
+    rt.registry.store.version_dir(model, version)
+    previous = await asyncio.to_thread(
+        _move_alias,
+        rt,
+        model,
+        version,
+        lambda: rt.registry.store.set_alias(model, version, rt.settings.alias),
+    )
+    return _json({"model": model, "serving_version": version, "previous_version": previous})
 
 
 @router.post("/models/{model}/rollback", summary="Move the alias back to the previous version")
 async def rollback(model: str, rt: AdminDep) -> Response:
     store = rt.registry.store
+    store.resolve(model, rt.settings.alias)  # an unknown model is a 404, not "nothing to roll back"
     history = store.history(model, rt.settings.alias)
     if len(history) < 2:
         raise InvalidInput(f"{model}: nothing to roll back to")
     target = int(history[-2])
-    await asyncio.to_thread(rt.registry.switch, model, target)
-    await asyncio.to_thread(store.rollback, model, rt.settings.alias)
+    await asyncio.to_thread(
+        _move_alias, rt, model, target, lambda: store.rollback(model, rt.settings.alias)
+    )
     return _json({"model": model, "serving_version": target})
+
+
+def _move_alias(rt: Runtime, model: str, version: int, write_alias: Callable[[], T]) -> T:
+    """Load and smoke-test, then move the alias, then switch: in this order.
+
+    A version that cannot load raises before the alias moves, so it is never promoted. Writing
+    the alias before switching keeps the alias follower from switching back: until the switch,
+    the served version is the one the old alias named, so a stale read of the alias is a no-op.
+    """
+    rt.registry.get(model, version)
+    result = write_alias()
+    rt.registry.switch(model, version)
+    return result
 
 
 @router.post("/models/{model}/versions/{version}/load", summary="Load a version")
