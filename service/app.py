@@ -16,7 +16,7 @@ from service.dataplane import DataPlane
 from service.http import errors as http_errors
 from service.http import routes_admin, routes_feedback, routes_meta, routes_predict
 from service.http.deps import Runtime
-from service.http.fastpath import FastPathMiddleware
+from service.http.fastpath import VigilApp
 from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
 from service.metrics import Metrics, forget_dead_workers, multiprocess_dir
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if multiprocess_dir():
                 multiprocess.mark_process_dead(os.getpid(), multiprocess_dir())  # type: ignore[no-untyped-call]
 
-    app = FastAPI(
+    app = VigilApp(
         title="Vigil",
         version="0.1.0",
         lifespan=lifespan,
@@ -87,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = Runtime(settings, registry, dataplane, metrics)
     app.state.draining = False
     http_errors.install(app, dataplane)
-    app.add_middleware(FastPathMiddleware)
     app.include_router(routes_predict.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_meta.router)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -184,9 +187,12 @@ def serve(
     if settings.train_demo_if_empty and not ModelStore(settings.model_store).models():
         train_demo_cmd(c=1.0, promote=True)
     n = workers or settings.workers
-    if n > 1:
-        mp_dir = Path(tempfile.mkdtemp(prefix="vigil-prom-"))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+    # Metrics of every process (workers and the log deliverer) are summed at /metrics.
+    own_mp_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own_mp_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vigil-prom-")
+        _use_multiprocess_values()
+    deliverer = _start_deliverer(settings)
     try:
         uvicorn.run(
             "service.asgi:app",
@@ -198,8 +204,48 @@ def serve(
             timeout_graceful_shutdown=25,
         )
     finally:
-        if n > 1:
+        if deliverer is not None:
+            deliverer.send_signal(signal.SIGTERM)  # one last round, then it exits
+            try:
+                deliverer.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                deliverer.kill()
+        if own_mp_dir:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def _use_multiprocess_values() -> None:
+    """prometheus_client picks file-backed values at import when the directory is already set;
+    if anything imported it before ``serve`` set it, pick again (metrics are created later)."""
+    if "prometheus_client" in sys.modules:
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def _start_deliverer(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """The I/O log deliverer, at a lower CPU priority than the workers it serves.
+
+    Workers start only once it leads the spool; otherwise a worker could take the lead first
+    and convert segments under its own GIL (it still does, as a fallback, if this one dies).
+    """
+    if not settings.iolog_enabled:
+        return None
+    from service.iolog.deliver import READY
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.iolog.deliver", "--parent", str(os.getpid())],
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: os.nice(10),  # no threads exist yet in this process
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    if line != READY:
+        console.print(f"[yellow]I/O log deliverer: {line or 'no answer in 30 s'}[/]")
+    # Keep draining its stdout so that it can never block on a full pipe.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc
 
 
 def main() -> None:

@@ -51,10 +51,38 @@ def forget_dead_workers() -> None:
             pass
 
 
-class Metrics:
+class DeliveryMetrics:
+    """What the I/O log deliverer reports; it may run in a process of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.iolog_delivered = Counter(
+            "vigil_iolog_records_delivered_total",
+            "I/O records moved from the spool into the log store.",
+            ["table"],
+            registry=r,
+        )
+        self.iolog_backlog = Gauge(
+            "vigil_iolog_backlog_bytes",
+            "Bytes in spool segments not yet delivered to the log store.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.iolog_failures = Counter(
+            "vigil_iolog_failures_total",
+            "Failures of the I/O log pipeline, by stage (spool, deliver).",
+            ["stage"],
+            registry=r,
+        )
+        for stage in ("spool", "deliver", "fsync"):
+            self.iolog_failures.labels(stage)  # present at 0, so dashboards show 0, not "No data"
+
+
+class Metrics(DeliveryMetrics):
     def __init__(self, enabled: bool = True) -> None:
+        super().__init__()
         self.enabled = enabled
-        self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_seconds = Histogram(
             "vigil_request_duration_seconds",
@@ -108,24 +136,6 @@ class Metrics:
             ["table"],
             registry=r,
         )
-        self.iolog_delivered = Counter(
-            "vigil_iolog_records_delivered_total",
-            "I/O records moved from the spool into the log store.",
-            ["table"],
-            registry=r,
-        )
-        self.iolog_backlog = Gauge(
-            "vigil_iolog_backlog_bytes",
-            "Bytes in spool segments not yet delivered to the log store.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.iolog_failures = Counter(
-            "vigil_iolog_failures_total",
-            "Failures of the I/O log pipeline, by stage (spool, deliver).",
-            ["stage"],
-            registry=r,
-        )
         self.iolog_unlogged = Counter(
             "vigil_iolog_unlogged_records_total",
             "Rows served without being logged (only with VIGIL_ON_LOG_FAILURE=serve).",
@@ -138,8 +148,6 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self._children: dict[tuple[str, ...], Any] = {}
-        for stage in ("spool", "deliver", "fsync"):
-            self.iolog_failures.labels(stage)  # present at 0, so dashboards show 0, not "No data"
 
     def observe(
         self,
