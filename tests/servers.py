@@ -83,9 +83,7 @@ def start_vigil(
     }
     log_path = home / f"server-{port}.log"
     cmd = args or [sys.executable, "-m", "service.cli", "serve"]
-    proc = subprocess.Popen(
-        cmd, env=full_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT
-    )
+    proc = subprocess.Popen(cmd, env=full_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     server = VigilServer(f"http://127.0.0.1:{port}", proc, full_env, log_path)
     if wait_ready:
         try:

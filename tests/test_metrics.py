@@ -33,11 +33,17 @@ def test_prediction_metrics_and_probes_not_counted(client: TestClient, rows: lis
         client.get("/metrics")
     text = client.get("/metrics").text
     count = "vigil_request_duration_seconds_count"
-    assert _sample(text, count, model=DEMO_MODEL, version="1", endpoint="v1_predict", status="200") == 3
+    assert (
+        _sample(text, count, model=DEMO_MODEL, version="1", endpoint="v1_predict", status="200")
+        == 3
+    )
     assert _sample(text, count, endpoint="v1_predict", status="422") == 1
     assert _sample(text, "vigil_request_rows_sum", model=DEMO_MODEL) == 30
     assert _sample(text, "vigil_model_inference_duration_seconds_count", model=DEMO_MODEL) == 3
-    assert _sample(text, "vigil_request_errors_total", endpoint="v1_predict", type="invalid_input") == 1
+    assert (
+        _sample(text, "vigil_request_errors_total", endpoint="v1_predict", type="invalid_input")
+        == 1
+    )
     assert _sample(text, "vigil_model_info", model=DEMO_MODEL, version="1", serving="1") == 1
     assert _sample(text, "vigil_iolog_records_spooled_total", table="predictions") == 30
     # probes and scrapes are not predictions
@@ -55,7 +61,9 @@ def test_scrape_sums_over_workers(vigil_server: Callable[..., VigilServer], rows
             assert c.post(URL, json={"instances": rows[:2]}).status_code == 200
         for _ in range(6):  # each scrape lands on either worker; every one sees the sum
             text = c.get("/metrics").text
-            n = _sample(text, "vigil_request_duration_seconds_count", endpoint="v1_predict", status="200")
+            n = _sample(
+                text, "vigil_request_duration_seconds_count", endpoint="v1_predict", status="200"
+            )
             assert n == 40
             pids.add(_sample(text, "vigil_model_info", model=DEMO_MODEL, serving="1"))
         assert pids == {1.0}  # one serving version, not one series per worker

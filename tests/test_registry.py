@@ -19,7 +19,9 @@ def _tamper(store: ModelStore, version: int) -> None:
     path.write_bytes(path.read_bytes() + b"tampered")
 
 
-def test_tampered_production_model_is_refused_at_load(settings: Settings, store: ModelStore, rows: list) -> None:  # type: ignore[type-arg]
+def test_tampered_production_model_is_refused_at_load(
+    settings: Settings, store: ModelStore, rows: list
+) -> None:  # type: ignore[type-arg]
     _tamper(store, 1)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         ready = client.get("/v2/health/ready")
@@ -29,13 +31,17 @@ def test_tampered_production_model_is_refused_at_load(settings: Settings, store:
         r = client.post(URL, json={"instances": rows[:1]})
         assert r.status_code == 503 and "no loadable version" in r.json()["error"]
         # the intact version is still servable explicitly
-        ok = client.post(f"/v1/models/{DEMO_MODEL}/versions/2/predict", json={"instances": rows[:1]})
+        ok = client.post(
+            f"/v1/models/{DEMO_MODEL}/versions/2/predict", json={"instances": rows[:1]}
+        )
         assert ok.status_code == 200
         text = client.get("/metrics").text
         assert 'vigil_model_load_failures_total{model="breast-cancer",version="1"} 1.0' in text
 
 
-def test_alias_move_is_followed_and_broken_target_keeps_old(settings: Settings, store: ModelStore, rows: list) -> None:  # type: ignore[type-arg]
+def test_alias_move_is_followed_and_broken_target_keeps_old(
+    settings: Settings, store: ModelStore, rows: list
+) -> None:  # type: ignore[type-arg]
     with TestClient(create_app(settings)) as client:
         assert client.post(URL, json={"instances": rows[:1]}).json()["version"] == 1
         store.set_alias(DEMO_MODEL, 2)

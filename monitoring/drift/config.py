@@ -10,7 +10,7 @@ from service.settings import Settings
 
 # Evidently's stattest names. Wasserstein distance normed by the reference's standard deviation is
 # an effect size ("how many standard deviations did the distribution move"), so it does not turn
-# every large window into a p-value alarm the way KS does (see docs/readme/drift.md).
+# every large window into a p-value alarm the way KS does (see "Drift monitoring" in README.md).
 DEFAULT_METHOD = "wasserstein"
 
 

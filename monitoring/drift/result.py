@@ -1,4 +1,4 @@
-"""The results of a drift run and their JSON form (schema documented in docs/readme/drift.md).
+"""The results of a drift run and their JSON form (schema: README.md, "Drift monitoring").
 
 ``SCHEMA_VERSION`` changes only when a field is removed or changes meaning; new fields may be
 added without a bump, so readers must ignore keys they do not know.

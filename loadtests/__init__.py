@@ -1,0 +1,1 @@
+"""Load tests, the benchmark harness and the soak script for Vigil (run from the repo root)."""
