@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from model_store.demo import DEMO_MODEL
 from model_store.errors import ModelNotFoundError
 from model_store.store import ModelStore
 from monitoring.cli import app
@@ -145,3 +147,33 @@ def test_empty_window_is_insufficient_data_and_unknown_model_is_refused(
     until = datetime.now(UTC)
     backwards = run_drift(settings, MODEL, since=until, until=until - timedelta(hours=1))
     assert backwards.status is Status.ERROR and "window is empty" in backwards.message
+
+
+def test_corrupt_log_file_is_named_in_an_error_report(
+    tmp_path: Path, settings: Settings, client: TestClient, rows: list
+) -> None:  # type: ignore[type-arg]
+    assert (
+        client.post(f"/v1/models/{DEMO_MODEL}/predict", json={"instances": rows[:5]}).status_code
+        == 200
+    )
+    part = (
+        settings.data_dir
+        / "iolog"
+        / "predictions"
+        / f"model={DEMO_MODEL}"
+        / "version=1"
+        / "date=2026-01-01"
+    )
+    part.mkdir(parents=True)
+    (part / "part-broken.parquet").write_bytes(b"not parquet at all")
+    report = run_drift(
+        settings, DEMO_MODEL, since=datetime(2025, 12, 31, tzinfo=UTC), out_dir=tmp_path / "r"
+    )
+    assert report.status.value == "error"
+    assert "part-broken.parquet" in (report.error or "")
+    assert json.loads((tmp_path / "r" / "drift.json").read_text())["status"] == "error"
+    # the service itself is unaffected
+    assert (
+        client.post(f"/v1/models/{DEMO_MODEL}/predict", json={"instances": rows[:1]}).status_code
+        == 200
+    )

@@ -43,6 +43,17 @@ def _spool_frames(settings: Settings, table: str) -> list:  # type: ignore[type-
     ]
 
 
+class CorruptLogFile(Exception):
+    """A file of the Parquet log store cannot be read; its path is in the message."""
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
+
+
 def is_postgres(settings: Settings) -> bool:
     return settings.log_store_url.startswith(("postgresql://", "postgres://"))
 
@@ -90,7 +101,7 @@ def read_predictions(
         last = until.date() if until else None
         for v, files in store.prediction_files(model, version, first, last).items():
             for f in files:
-                tables.append(pq.read_table(f))
+                tables.append(_read_parquet(f))
                 versions.append(v)
     if not tables:
         return _empty_predictions(with_labels)
@@ -138,7 +149,7 @@ def read_feedback(settings: Settings, model: str) -> pd.DataFrame:
         tables.append(pa.Table.from_pandas(stored, schema=FEEDBACK_SCHEMA, preserve_index=False))
     else:
         parquet = ParquetStore(Path(settings.log_store_url))
-        tables += [pq.read_table(f) for f in parquet.feedback_files(model)]
+        tables += [_read_parquet(f) for f in parquet.feedback_files(model)]
     if not tables:
         return FEEDBACK_SCHEMA.empty_table().to_pandas()
     return pa.concat_tables(tables).to_pandas()
@@ -158,7 +169,7 @@ def read_rejected(
     else:
         store = ParquetStore(Path(settings.log_store_url))
         first, last = (since.date() if since else None), (until.date() if until else None)
-        tables += [pq.read_table(f) for f in store.rejected_files(first, last)]
+        tables += [_read_parquet(f) for f in store.rejected_files(first, last)]
     df = (pa.concat_tables(tables) if tables else REJECTED_SCHEMA.empty_table()).to_pandas()
     df = df.drop_duplicates(["request_id", "received_at"], keep="first")
     return _window(df, since, until).sort_values("received_at").reset_index(drop=True)
