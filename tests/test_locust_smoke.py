@@ -53,7 +53,9 @@ def test_mixed_traffic_has_no_unexpected_failures(
     with (tmp_path / "smoke_failures.csv").open() as f:
         assert list(csv.DictReader(f)) == []
 
+    # The timeline sees every request; one still in flight when locust stops may land in one
+    # count and not the other, so the two agree to within the number of users.
     timeline = json.loads((tmp_path / "timeline.json").read_text())
-    assert sum(w["requests"] for w in timeline["windows"]) == int(total["Request Count"])
+    assert abs(sum(w["requests"] for w in timeline["windows"]) - int(total["Request Count"])) <= 46
     assert server.proc.poll() is None, server.log()
     assert "Traceback" not in server.log()
