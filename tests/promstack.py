@@ -7,7 +7,6 @@ binaries are looked up on PATH and in /usr/bin; the CI script installs the packa
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -19,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.servers import free_port, wait_http
+from tests.servers import free_port, stop_process, wait_http
 
 
 def require_binary(name: str) -> str:
@@ -44,13 +43,7 @@ class _Process:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        stop_process(self.proc, timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         try:
