@@ -25,3 +25,7 @@ class ParityError(StoreError):
 
 class RegistrationError(StoreError):
     """A model cannot be registered as given (bad schema, bad file, bad arguments)."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store cannot be written here (a read-only mount, as in the Kubernetes manifests)."""

@@ -21,6 +21,7 @@ from model_store.errors import (
     IntegrityError,
     ModelNotFoundError,
     RegistrationError,
+    StoreReadOnlyError,
     VersionNotFoundError,
 )
 from model_store.manifest import Manifest
@@ -149,7 +150,7 @@ class ModelStore:
             return int(previous)
         data["aliases"][alias] = version
         data["history"].setdefault(alias, []).append(version)
-        write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+        self._write_aliases(model, data)
         return None if previous is None else int(previous)
 
     def rollback(self, model: str, alias: str = "production") -> int:
@@ -162,8 +163,17 @@ class ModelStore:
             )
         history.pop()
         data["aliases"][alias] = history[-1]
-        write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+        self._write_aliases(model, data)
         return history[-1]
+
+    def _write_aliases(self, model: str, data: dict[str, Any]) -> None:
+        try:
+            write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+        except OSError as exc:
+            raise StoreReadOnlyError(
+                f"cannot move the alias of {model}: the model store is not writable here "
+                f"({exc.strerror or exc}); promote with `vigil models promote` where it is"
+            ) from exc
 
     # -- writing -----------------------------------------------------------------------------
     def register(

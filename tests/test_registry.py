@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from model_store.demo import DEMO_MODEL
@@ -59,3 +63,33 @@ def test_alias_move_is_followed_and_broken_target_keeps_old(
         assert r.status_code == 200 and r.json()["version"] == 2
         report = client.get("/v2/health/ready").json()["models"][DEMO_MODEL]
         assert report["serving_version"] == 2 and str(v3) in report["failures"]
+
+
+@pytest.fixture
+def read_only_store(settings: Settings) -> Iterator[Path]:
+    """The model store bind-mounted read-only onto itself, as the Kubernetes manifests mount it."""
+    root = str(settings.model_store)
+    subprocess.run(["mount", "--bind", root, root], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", root], check=True)
+        yield settings.model_store
+    finally:
+        subprocess.run(["umount", "-l", root], check=False)
+
+
+def test_admin_promote_on_a_read_only_store_is_a_clear_409(
+    settings: Settings,
+    read_only_store: Path,
+    rows: list,  # type: ignore[type-arg]
+) -> None:
+    app = create_app(settings.model_copy(update={"admin_token": "t" * 24}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post(
+            f"/v1/admin/models/{DEMO_MODEL}/promote",
+            json={"version": 2},
+            headers={"Authorization": "Bearer " + "t" * 24},
+        )
+        assert r.status_code == 409 and "not writable" in r.json()["error"]
+        # nothing moved: v1 still serves, and the store still names v1
+        assert client.post(URL, json={"instances": rows[:1]}).json()["version"] == 1
+        assert ModelStore(read_only_store).resolve(DEMO_MODEL) == 1

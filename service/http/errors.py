@@ -29,6 +29,7 @@ _STORE_TO_DOMAIN: dict[type[Exception], type[errors.VigilError]] = {
     store_errors.IntegrityError: errors.Unavailable,
     store_errors.ParityError: errors.InvalidInput,
     store_errors.RegistrationError: errors.Conflict,
+    store_errors.StoreReadOnlyError: errors.Conflict,
     VersionInUseError: errors.Conflict,
     TimeoutError: errors.Unavailable,
 }
