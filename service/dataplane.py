@@ -123,7 +123,7 @@ class DataPlane:
         """Validate ground-truth labels against the model's classes and log them durably."""
         items = decode_feedback(body, self.max_rows)
         served = {name: st.default for name, st in self.registry.models().items() if st.default}
-        by_model: dict[str, list[tuple[str, int, str]]] = {}
+        by_model: dict[str, tuple[LoadedModel, list[tuple[str, int, str]]]] = {}
         for i, (model_name, request_id, row, label) in enumerate(items):
             if model_name is None:
                 if len(served) != 1:
@@ -135,12 +135,11 @@ class DataPlane:
                     f"[{i}].label: {label!r} is not a class of {model.name} "
                     f"({', '.join(model.class_names)})"
                 )
-            by_model.setdefault(model.name, []).append((request_id, row, label))
-        for model_name, rows in by_model.items():
-            await self.iolog.append_feedback(model_name, rows)
-            model = served.get(model_name) or self.registry.get(model_name)
+            by_model.setdefault(model.name, (model, []))[1].append((request_id, row, label))
+        for model, rows in by_model.values():
+            await self.iolog.append_feedback(model.name, rows)
             self.metrics.observe(
-                model_name, str(model.version), FEEDBACK_ENDPOINT, 200,
+                model.name, str(model.version), FEEDBACK_ENDPOINT, 200,
                 time.perf_counter() - started, len(rows), None,
             )  # fmt: skip
         return len(items)

@@ -160,6 +160,10 @@ class SpoolIOLog:
         self._deliverer = Deliverer(settings, metrics, sink_factory)
         self._segments: _Segments | None = None
         self._pending: list[bytes] = []
+        # Resolved once: a label lookup per request is measurable on the hot path.
+        self._spooled = {
+            t: metrics.iolog_spooled.labels(t) for t in (PREDICTIONS, REJECTED, FEEDBACK)
+        }
         self._pending_schemas: dict[str, Schema] = {}
         self._schemas: dict[tuple[str, int, str], Schema] = {}
         self._waiters: list[asyncio.Future[None]] = []
@@ -263,7 +267,7 @@ class SpoolIOLog:
         self._pending.append(frame)
         self._waiters.append(fut)
         self._pending_rows += rows
-        self.metrics.iolog_spooled.labels(table).inc(rows)
+        self._spooled[table].inc(rows)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
