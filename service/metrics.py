@@ -2,11 +2,18 @@
 
 Each app gets its own registry so tests do not leak series into each other. Under
 ``vigil serve --workers N`` the values live in PROMETHEUS_MULTIPROC_DIR and /metrics sums them.
+
+Per-request observations are summed in memory and written to the prometheus values by
+``flush()`` (every ``FLUSH_INTERVAL_S`` from the app's lifespan, before every exposition, and at
+shutdown). In multiprocess mode each increment is an mmap write under a lock with a pid check;
+nine of them per request cost ~15 % of a single-row prediction in the profile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,58 @@ MODEL_BUCKETS = (
     0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+# Another worker's /metrics sees this process's last observations at most this late.
+FLUSH_INTERVAL_S = 0.5
+
+
+class HistogramBuffer:
+    """Observations of one labelled histogram, summed in memory until ``flush``.
+
+    Only the event-loop thread observes and flushes, so no lock is needed.
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        # The child's upper bounds end with +Inf, so every value has a bucket; a value equal
+        # to a bound belongs to it (le), as bisect_left finds.
+        self._bounds: tuple[float, ...] = tuple(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        counts, total = self._counts, self._sum
+        if not any(counts):
+            return
+        self._counts, self._sum = [0] * len(counts), 0.0
+        buckets = self._child._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+        self._child._sum.inc(total)
+
+
+class CounterBuffer:
+    """Increments of one labelled counter, summed in memory until ``flush``."""
+
+    __slots__ = ("_child", "_pending")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._pending += amount
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, 0.0
+            self._child.inc(pending)
 
 
 def multiprocess_dir() -> str | None:
@@ -147,7 +206,30 @@ class Metrics(DeliveryMetrics):
             registry=r,
             multiprocess_mode="livemin",
         )
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[
+            tuple[str, ...], tuple[HistogramBuffer, HistogramBuffer | None, HistogramBuffer | None]
+        ] = {}
+        self._buffers: list[HistogramBuffer | CounterBuffer] = []
+        self._in_flight = 0
+        self._in_flight_written = 0
+
+    # -- the hot path: memory only -------------------------------------------------------------
+    def request_started(self) -> None:
+        self._in_flight += 1
+
+    def request_finished(self) -> None:
+        self._in_flight -= 1
+
+    def counter(self, child: Any) -> CounterBuffer:
+        """A buffered handle on a labelled counter child, flushed with the others."""
+        buf = CounterBuffer(child)
+        self._buffers.append(buf)
+        return buf
+
+    def _histogram(self, child: Any) -> HistogramBuffer:
+        buf = HistogramBuffer(child)
+        self._buffers.append(buf)
+        return buf
 
     def observe(
         self,
@@ -167,9 +249,9 @@ class Metrics(DeliveryMetrics):
             # Rows and model time exist only for requests that reached the model.
             served = model_seconds is not None
             children = (
-                self.request_seconds.labels(model, version, endpoint, str(status)),
-                self.rows.labels(model, version, endpoint) if served else None,
-                self.model_seconds.labels(model, version) if served else None,
+                self._histogram(self.request_seconds.labels(model, version, endpoint, str(status))),
+                self._histogram(self.rows.labels(model, version, endpoint)) if served else None,
+                self._histogram(self.model_seconds.labels(model, version)) if served else None,
             )
             self._children[key] = children
         children[0].observe(seconds)
@@ -181,7 +263,23 @@ class Metrics(DeliveryMetrics):
         if self.enabled:
             self.errors.labels(endpoint, kind).inc()
 
+    def flush(self) -> None:
+        """Write what the hot path summed in memory to the prometheus values."""
+        if not self.enabled:
+            return
+        for buf in self._buffers:
+            buf.flush()
+        if self._in_flight != self._in_flight_written:
+            self._in_flight_written = self._in_flight
+            self.in_flight.set(self._in_flight)
+
+    async def flush_forever(self, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.flush()
+
     def exposition(self) -> bytes:
+        self.flush()
         mp_dir = multiprocess_dir()
         if mp_dir:
             registry = CollectorRegistry()

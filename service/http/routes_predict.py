@@ -37,26 +37,26 @@ def _json_response(result: Result) -> Response:
 async def predict_v1(request: Request, model: str, version: str | None) -> Response:
     started, header_id = _begin(request, V1_ENDPOINT)
     rt = runtime(request)
-    rt.metrics.in_flight.inc()
+    rt.metrics.request_started()
     try:
         async with asyncio.timeout(rt.settings.request_timeout_s):
             body = await read_json(request, rt.settings.max_body_bytes)
             result = await rt.dataplane.predict_v1(model, version, body, header_id, started)
     finally:
-        rt.metrics.in_flight.dec()
+        rt.metrics.request_finished()
     return _json_response(result)
 
 
 async def infer_v2(request: Request, model: str, version: str | None) -> Response:
     started, header_id = _begin(request, V2_ENDPOINT)
     rt = runtime(request)
-    rt.metrics.in_flight.inc()
+    rt.metrics.request_started()
     try:
         async with asyncio.timeout(rt.settings.request_timeout_s):
             body, binary = await read_v2(request, rt.settings.max_body_bytes)
             result = await rt.dataplane.infer_v2(model, version, body, binary, header_id, started)
     finally:
-        rt.metrics.in_flight.dec()
+        rt.metrics.request_finished()
     if result.binary_header_length is None:
         return _json_response(result)
     return Response(

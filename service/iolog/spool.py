@@ -162,7 +162,8 @@ class SpoolIOLog:
         self._pending: list[bytes] = []
         # Resolved once: a label lookup per request is measurable on the hot path.
         self._spooled = {
-            t: metrics.iolog_spooled.labels(t) for t in (PREDICTIONS, REJECTED, FEEDBACK)
+            t: metrics.counter(metrics.iolog_spooled.labels(t))
+            for t in (PREDICTIONS, REJECTED, FEEDBACK)
         }
         self._pending_schemas: dict[str, Schema] = {}
         self._schemas: dict[tuple[str, int, str], Schema] = {}
