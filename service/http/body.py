@@ -9,38 +9,62 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 BODY_STATE = "vigil_body"
 _JSON_TYPES = frozenset({"application/json", ""})
+RawHeaders = dict[bytes, bytes]  # ASGI header names are lower-case bytes
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def raw_headers(scope: Scope) -> RawHeaders:
+    return dict(scope["headers"])
 
 
-async def read_raw(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
+def header(headers: RawHeaders, name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _media_type(headers: RawHeaders) -> str:
+    value = headers.get(b"content-type", b"").decode("latin-1")
+    return value.split(";", 1)[0].strip().lower()
+
+
+async def receive_body(
+    headers: RawHeaders, receive: Receive, state: dict[str, Any], max_bytes: int
+) -> bytes:
+    """The whole body within ``max_bytes`` (decompressed if gzip), kept in ``state`` for the
+    error path's log excerpt."""
+    declared = headers.get(b"content-length")
     if declared is not None:
         if not declared.isdigit():
             raise BadRequest("Content-Length: not a number")
         if int(declared) > max_bytes:
-            raise PayloadTooLarge(f"body: {declared} bytes exceed the limit of {max_bytes}")
+            raise PayloadTooLarge(
+                f"body: {declared.decode()} bytes exceed the limit of {max_bytes}"
+            )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("body: the client closed the connection before sending it all")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(f"body: more than {max_bytes} bytes (the limit)")
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
     if encoding == "gzip":
         body = _gunzip(body, max_bytes)
     elif encoding not in ("identity", ""):
         raise UnsupportedMediaType(f"Content-Encoding: {encoding!r} is not supported; use gzip")
-    request.state.vigil_body = body
+    state[BODY_STATE] = body
     return body
 
 
@@ -132,19 +156,23 @@ def _refuse_duplicate_keys(raw: bytes) -> None:
         pass  # orjson accepted it; only duplicate keys are the stdlib parser's business here
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    media = _media_type(request)
+async def receive_json(
+    headers: RawHeaders, receive: Receive, state: dict[str, Any], max_bytes: int
+) -> Any:
+    media = _media_type(headers)
     if media not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type: {media!r} is not accepted; send application/json"
         )
-    return parse_json(await read_raw(request, max_bytes))
+    return parse_json(await receive_body(headers, receive, state, max_bytes))
 
 
-async def read_v2(request: Request, max_bytes: int) -> tuple[Any, bytes]:
+async def receive_v2(
+    headers: RawHeaders, receive: Receive, state: dict[str, Any], max_bytes: int
+) -> tuple[Any, bytes]:
     """A V2 body: JSON alone, or JSON header + binary tensors (binary data extension)."""
-    header_len = request.headers.get("inference-header-content-length")
-    media = _media_type(request)
+    header_len = header(headers, b"inference-header-content-length")
+    media = _media_type(headers)
     if header_len is None and media not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type: {media!r} is not accepted; send application/json, or binary tensors "
@@ -152,8 +180,13 @@ async def read_v2(request: Request, max_bytes: int) -> tuple[Any, bytes]:
         )
     from service.codec_v2 import split_binary
 
-    head, binary = split_binary(await read_raw(request, max_bytes), header_len)
+    head, binary = split_binary(await receive_body(headers, receive, state, max_bytes), header_len)
     return parse_json(head), binary
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    state = request.scope.setdefault("state", {})
+    return await receive_json(raw_headers(request.scope), request.receive, state, max_bytes)
 
 
 def body_excerpt(request: Request, limit: int = 2048) -> str:
