@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from model_store.errors import VersionNotFoundError
-from service.codec_v1 import decode_v1
+from service.codec_v1 import decode_v1_json
 from service.codec_v2 import decode_v2, encode_v2
 from service.errors import InvalidInput
 from service.iolog.base import IOLog
@@ -29,7 +29,7 @@ FEEDBACK_ENDPOINT = "feedback"
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
     body: bytes
     request_id: str
@@ -76,10 +76,16 @@ class DataPlane:
         return await asyncio.to_thread(model.predict, x)
 
     async def predict_v1(
-        self, model_name: str, version: str | None, body: Any, header_id: str | None, started: float
+        self,
+        model_name: str,
+        version: str | None,
+        raw: bytes,
+        header_id: str | None,
+        started: float,
     ) -> Result:
+        """``raw``: the JSON body as received; decoding is typed by the model's features."""
         model = self.registry.get(model_name, parse_version(version))
-        req = decode_v1(body, model, self.max_rows)
+        req = decode_v1_json(raw, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)
         check_prediction(pred, "instances")

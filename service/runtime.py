@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -12,7 +13,7 @@ from model_store.manifest import Manifest
 from model_store.store import ModelStore
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prediction:
     labels: np.ndarray  # class indices, int64 [batch]
     probabilities: np.ndarray  # float32 [batch, n_classes]
@@ -54,6 +55,7 @@ class LoadedModel:
         self._identity_labels = values == list(range(len(values)))
         self._label_lookup = {v: i for i, v in enumerate(values)}
         self._outputs = [self._label_output, self._proba_output or self._label_output]
+        self.codecs: dict[str, Any] = {}  # request decoders built for this model, by codec
         self.categories = {
             i: frozenset(f.categories) for i, f in enumerate(manifest.features) if f.categories
         }

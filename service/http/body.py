@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import re
 import zlib
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.jsonparse import parse_json
 
 BODY_STATE = "vigil_body"
 _JSON_TYPES = frozenset({"application/json", ""})
@@ -83,88 +81,22 @@ def _gunzip(body: bytes, max_bytes: int) -> bytes:
     return out
 
 
-def parse_json(raw: bytes) -> Any:
-    if not raw:
-        raise BadRequest("body: empty; expected a JSON object")
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body: malformed JSON ({exc})") from None
-    if (
-        len(raw) <= DUPLICATE_CHECK_MAX_BYTES
-        and isinstance(parsed, dict | list)
-        and _key_occurrences(raw) != _count_keys(parsed)
-    ):
-        _refuse_duplicate_keys(raw)
-    return parsed
-
-
-# Every key in the text is a string followed by optional blanks and a colon, so this counts at
-# least every key occurrence (more when a string value contains `":`). If it equals the number
-# of keys orjson kept, no object lost a duplicate and the slow second parse is not needed.
-_KEY_END = re.compile(rb'"[ \t\r\n]*:')
-_BLANK_BEFORE_COLON = re.compile(rb'"[ \t\r\n]+:')
-
-
-def _key_occurrences(raw: bytes) -> int:
-    if _BLANK_BEFORE_COLON.search(raw):  # rare: pretty-printed bodies
-        return len(_KEY_END.findall(raw))
-    return raw.count(b'":')
-
-
-MAX_DEPTH = 64  # no Vigil request nests deeper than 4; orjson alone would accept 1024
-
-
-def _count_keys(node: Any, depth: int = 1) -> int:
-    if depth > MAX_DEPTH:
-        raise BadRequest(f"body: JSON nested too deeply (more than {MAX_DEPTH} levels)")
-    if type(node) is dict:
-        return len(node) + sum(
-            _count_keys(v, depth + 1) for v in node.values() if type(v) in _CONTAINERS
-        )
-    if type(node) is list:
-        return sum(_count_keys(v, depth + 1) for v in node if type(v) in _CONTAINERS)
-    return 0
-
-
-_CONTAINERS = (dict, list)
-
-
-# orjson keeps the last of duplicated keys silently, so a second, stdlib parse finds them. It
-# costs ~6x orjson's parse; bodies above this size (≈ 80 V1 rows) skip it: the last key wins.
-DUPLICATE_CHECK_MAX_BYTES = 64 * 1024
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise BadRequest(f"body: duplicate key {key[:64]!r} in a JSON object")
-            seen.add(key)
-    return obj
-
-
-def _refuse_duplicate_keys(raw: bytes) -> None:
-    try:
-        json.loads(raw, object_pairs_hook=_no_duplicates)
-    except RecursionError:
-        # orjson accepts 1024 levels, the stdlib scanner fewer: either way, too deep to be sane.
-        raise BadRequest("body: JSON nested too deeply") from None
-    except ValueError:
-        pass  # orjson accepted it; only duplicate keys are the stdlib parser's business here
-
-
-async def receive_json(
+async def receive_json_bytes(
     headers: RawHeaders, receive: Receive, state: dict[str, Any], max_bytes: int
-) -> Any:
+) -> bytes:
+    """A body that must be JSON, not yet parsed (the V1 codec parses it for its model)."""
     media = _media_type(headers)
     if media not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type: {media!r} is not accepted; send application/json"
         )
-    return parse_json(await receive_body(headers, receive, state, max_bytes))
+    return await receive_body(headers, receive, state, max_bytes)
+
+
+async def receive_json(
+    headers: RawHeaders, receive: Receive, state: dict[str, Any], max_bytes: int
+) -> Any:
+    return parse_json(await receive_json_bytes(headers, receive, state, max_bytes))
 
 
 async def receive_v2(

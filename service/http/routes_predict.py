@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from service.dataplane import V1_ENDPOINT, V2_ENDPOINT, Result
-from service.http.body import header, raw_headers, receive_json, receive_v2
+from service.http.body import header, raw_headers, receive_json_bytes, receive_v2
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ERROR_RESPONSES, V1_RESPONSE, V2_RESPONSE
 from service.validation import check_request_id
@@ -70,8 +70,10 @@ async def predict_v1(
     rt.metrics.request_started()
     try:
         async with asyncio.timeout(rt.settings.request_timeout_s):
-            body = await receive_json(headers, receive, scope["state"], rt.settings.max_body_bytes)
-            result = await rt.dataplane.predict_v1(model, version, body, header_id, started)
+            raw = await receive_json_bytes(
+                headers, receive, scope["state"], rt.settings.max_body_bytes
+            )
+            result = await rt.dataplane.predict_v1(model, version, raw, header_id, started)
     finally:
         rt.metrics.request_finished()
     return _reply(result)
