@@ -65,6 +65,9 @@ class Deliverer:
         self._sink: Sink | None = None
         self._lead_fd: int | None = None
         self._error: str | None = None
+        # One round at a time: a round runs in a thread, and the app's shutdown round can start
+        # while a cancelled maintenance round is still finishing in its thread.
+        self._round = threading.Lock()
 
     # -- leadership --------------------------------------------------------------------------
     def try_lead(self) -> bool:
@@ -92,6 +95,10 @@ class Deliverer:
     # -- delivering --------------------------------------------------------------------------
     def run_once(self) -> int:
         """Deliver what can be delivered now; returns the bytes left in the spool."""
+        with self._round:
+            return self._run_once()
+
+    def _run_once(self) -> int:
         if not self.root.is_dir():
             return 0
         if self._sink is None:
