@@ -6,6 +6,7 @@ that tritonclient uses with ``binary_data=True``.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from itertools import chain
@@ -25,7 +26,7 @@ _NP_TYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype
 _NUMBER_TYPES = frozenset({float, int})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class V2Request:
     x: np.ndarray
     request_id: str | None
@@ -71,7 +72,7 @@ def decode_v2(body: Any, binary: bytes, model: LoadedModel, max_rows: int) -> V2
     return V2Request(x, request_id, outputs, binary_outputs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Tensor:
     name: str
     shape: tuple[int, ...]
@@ -96,7 +97,7 @@ def _tensor(t: Any, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
         raise InvalidInput(f"{where}.shape: expected 1 or 2 non-negative integers, got {shape!r}")
     if dtype not in _NP_TYPES:
         raise InvalidInput(f"{where}.datatype: {dtype!r} is not supported; use FP32 or FP64")
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     tparams = t.get("parameters") or {}
     if not isinstance(tparams, dict):
         raise InvalidInput(f"{where}.parameters: expected an object")

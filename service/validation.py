@@ -10,12 +10,30 @@ from service.errors import InvalidInput
 from service.runtime import LoadedModel, Prediction
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT64_MAX = float(np.finfo(np.float64).max)
 MAX_METADATA_KEYS = 32
 MAX_METADATA_VALUE = 1024
 
 
 def check_matrix(model: LoadedModel, x: np.ndarray, where: str) -> None:
     """Reject NaN/inf, values out of the model's dtype range and unknown categories."""
+    # One reduction clears the common case: the largest magnitude is within the dtype's range
+    # (NaN compares false, so it takes the detailed path below, like inf).
+    limit = FLOAT32_MAX if model.dtype is np.float32 else FLOAT64_MAX
+    if not (x.size and float(np.abs(x).max()) <= limit):
+        _check_values(model, x, where)
+    for col, allowed in model.categories.items():
+        bad = ~np.isin(x[:, col], list(allowed))
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise InvalidInput(
+                f"{where}[{r}].{model.feature_names[col]}: {x[r, col]:g} is not one of the "
+                f"allowed categories {sorted(allowed)}"
+            )
+
+
+def _check_values(model: LoadedModel, x: np.ndarray, where: str) -> None:
+    """Name the first value that is not finite or is out of the model's dtype range."""
     if not np.isfinite(x).all():
         r, c = np.argwhere(~np.isfinite(x))[0]
         raise InvalidInput(
@@ -29,19 +47,13 @@ def check_matrix(model: LoadedModel, x: np.ndarray, where: str) -> None:
                 f"{where}[{r}].{model.feature_names[c]}: value {x[r, c]:g} is out of range "
                 "for float32"
             )
-    for col, allowed in model.categories.items():
-        bad = ~np.isin(x[:, col], list(allowed))
-        if bad.any():
-            r = int(np.argmax(bad))
-            raise InvalidInput(
-                f"{where}[{r}].{model.feature_names[col]}: {x[r, col]:g} is not one of the "
-                f"allowed categories {sorted(allowed)}"
-            )
 
 
 def check_prediction(pred: Prediction, where: str) -> None:
     """Refuse rows the model cannot score: finite inputs can still overflow inside the model
     (e.g. 3e38 in float32), and NaN probabilities must not be served as if they were an answer."""
+    if np.isfinite(pred.probabilities).all():
+        return
     bad = ~np.isfinite(pred.probabilities).all(axis=1)
     if bad.any():
         r = int(np.argmax(bad))

@@ -12,6 +12,7 @@ import gzip
 import http.client
 import json
 import shutil
+import socket
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -337,6 +338,23 @@ def test_a_stalled_body_is_cut_off_by_the_request_timeout(
     assert body == {"error": "request timed out"}
     assert time.monotonic() - started < 10
     assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+
+
+def test_a_client_gone_mid_body_is_logged_as_rejected(live: Live) -> None:
+    """Half a body, then the connection closes: a 400 in the log (nobody to answer), no 500."""
+    url = urlsplit(live.server.url)
+    before = _errors_total(live.client.get("/metrics").text)
+    with socket.create_connection((url.hostname or "", url.port or 80), timeout=5) as sock:
+        sock.sendall(
+            f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n".encode()
+            + b'{"instances": ['
+        )
+    live.rejected.append(V1)
+    deadline = time.monotonic() + 10
+    while _errors_total(live.client.get("/metrics").text) == before:
+        assert time.monotonic() < deadline, "the disconnect was never counted"
+        time.sleep(0.05)
 
 
 # -- afterwards ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ same handlers.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from starlette.types import Receive, Scope
 
 from service.dataplane import V1_ENDPOINT, V2_ENDPOINT, Result
 from service.http.body import header, raw_headers, receive_json_bytes, receive_v2
+from service.http.deadline import Deadline
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ERROR_RESPONSES, V1_RESPONSE, V2_RESPONSE
 from service.validation import check_request_id
@@ -69,7 +69,7 @@ async def predict_v1(
     started, headers, header_id = _begin(scope, V1_ENDPOINT)
     rt.metrics.request_started()
     try:
-        async with asyncio.timeout(rt.settings.request_timeout_s):
+        with Deadline(rt.settings.request_timeout_s):
             raw = await receive_json_bytes(
                 headers, receive, scope["state"], rt.settings.max_body_bytes
             )
@@ -85,7 +85,7 @@ async def infer_v2(
     started, headers, header_id = _begin(scope, V2_ENDPOINT)
     rt.metrics.request_started()
     try:
-        async with asyncio.timeout(rt.settings.request_timeout_s):
+        with Deadline(rt.settings.request_timeout_s):
             body, binary = await receive_v2(
                 headers, receive, scope["state"], rt.settings.max_body_bytes
             )
