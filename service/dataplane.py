@@ -14,7 +14,7 @@ import orjson
 
 from model_store.errors import VersionNotFoundError
 from service.codec_v1 import decode_v1_json
-from service.codec_v2 import decode_v2, encode_v2
+from service.codec_v2 import decode_v2_json, encode_v2
 from service.errors import InvalidInput
 from service.iolog.base import IOLog
 from service.iolog.record import IORecord, RejectedRecord
@@ -111,13 +111,15 @@ class DataPlane:
         self,
         model_name: str,
         version: str | None,
-        body: Any,
+        head: bytes,
         binary: bytes,
         header_id: str | None,
         started: float,
     ) -> Result:
+        """``head``: the JSON part of the body as received; ``binary``: the tensor bytes after
+        it (binary data extension), empty without."""
         model = self.registry.get(model_name, parse_version(version))
-        req = decode_v2(body, binary, model, self.max_rows)
+        req = decode_v2_json(head, binary, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)
         check_prediction(pred, "inputs")

@@ -53,9 +53,11 @@ def test_mixed_traffic_has_no_unexpected_failures(
     with (tmp_path / "smoke_failures.csv").open() as f:
         assert list(csv.DictReader(f)) == []
 
-    # The timeline sees every request; one still in flight when locust stops may land in one
-    # count and not the other, so the two agree to within the number of users.
+    # The timeline sees every request locust counted: one still in flight when locust stops may
+    # land in one count and not the other (at most one per user). It may see more: requests
+    # that users finish during --stop-timeout can complete after the CSV totals were taken
+    # (1,492 vs 1,273 once, on a busy machine).
     timeline = json.loads((tmp_path / "timeline.json").read_text())
-    assert abs(sum(w["requests"] for w in timeline["windows"]) - int(total["Request Count"])) <= 46
+    assert sum(w["requests"] for w in timeline["windows"]) >= int(total["Request Count"]) - 46
     assert server.proc.poll() is None, server.log()
     assert "Traceback" not in server.log()

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
+from service.codec_v2 import split_binary
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.jsonparse import parse_json
 
@@ -101,8 +102,9 @@ async def receive_json(
 
 async def receive_v2(
     headers: RawHeaders, receive: Receive, state: dict[str, Any], max_bytes: int
-) -> tuple[Any, bytes]:
-    """A V2 body: JSON alone, or JSON header + binary tensors (binary data extension)."""
+) -> tuple[bytes, bytes]:
+    """A V2 body: JSON alone, or JSON header + binary tensors (binary data extension); the
+    JSON is not parsed yet (the V2 codec parses it for its model)."""
     header_len = header(headers, b"inference-header-content-length")
     media = _media_type(headers)
     if header_len is None and media not in _JSON_TYPES:
@@ -110,10 +112,7 @@ async def receive_v2(
             f"Content-Type: {media!r} is not accepted; send application/json, or binary tensors "
             "with Inference-Header-Content-Length"
         )
-    from service.codec_v2 import split_binary
-
-    head, binary = split_binary(await receive_body(headers, receive, state, max_bytes), header_len)
-    return parse_json(head), binary
+    return split_binary(await receive_body(headers, receive, state, max_bytes), header_len)
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:

@@ -86,10 +86,10 @@ async def infer_v2(
     rt.metrics.request_started()
     try:
         with Deadline(rt.settings.request_timeout_s):
-            body, binary = await receive_v2(
+            head, binary = await receive_v2(
                 headers, receive, scope["state"], rt.settings.max_body_bytes
             )
-            result = await rt.dataplane.infer_v2(model, version, body, binary, header_id, started)
+            result = await rt.dataplane.infer_v2(model, version, head, binary, header_id, started)
     finally:
         rt.metrics.request_finished()
     if result.binary_header_length is None:
