@@ -201,6 +201,7 @@ def serve(
             workers=n,
             log_level="warning",
             access_log=False,
+            server_header=False,  # no "server: uvicorn" on every response
             timeout_graceful_shutdown=25,
         )
     finally:
