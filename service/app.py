@@ -37,12 +37,21 @@ def build_iolog(settings: Settings, metrics: Metrics) -> IOLog:
 
 
 def _freeze_heap() -> None:
-    """Move everything alive after start-up (modules, models, FastAPI's routes and schemas) out
-    of the garbage collector's sight. Full collections then scan only what requests created;
-    before, each one walked the whole heap and stalled every in-flight request: the p99 of
-    single-row predictions with I/O logging on fell from 28-40 ms to 12-16 ms."""
+    """Tune the garbage collector for serving, once start-up is done.
+
+    - Freeze everything alive now (modules, models, FastAPI's routes and schemas): full
+      collections then scan only what requests created. Before, each one walked the whole heap
+      and stalled every in-flight request: the p99 of single-row predictions with I/O logging
+      on fell from 28-40 ms to 12-16 ms.
+    - Collect the young generation after 10,000 net allocations instead of 700. Requests free
+      their objects by reference counting, but with 32 in flight the count crossed 700 about
+      160 times a second, each collection walking the in-flight requests' objects: 2.4 % of the
+      serving process's time (measured with gc.callbacks under wrk). At 10,000 there was none
+      in 10 s of load; cyclic garbage (an exception's traceback) still goes within 10,000.
+    """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
