@@ -166,7 +166,7 @@ class Metrics(DeliveryMetrics):
         )
         self.in_flight = Gauge(
             "vigil_requests_in_flight",
-            "Prediction requests being processed.",
+            "Prediction requests being processed (sampled every 0.5 s).",
             registry=r,
             multiprocess_mode="livesum",
         )
