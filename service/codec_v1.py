@@ -2,11 +2,11 @@
 
 ``decode_v1_json`` decodes the body with a decoder typed for the model (msgspec): every feature
 is parsed straight to a float, and strings, booleans, nulls, missing and unknown features are
-refused while parsing, so no per-value Python pass is needed (decoding and checking a 1,000-row
-body went from 3.3 to 1.6 ms, a single row from 12.8 to 6.9 µs). Whatever it refuses is parsed again by the
-general path (orjson, then ``decode_v1``), which names the problem; it also accepts the few
-things the typed decoder does not model (huge integers), so the typed decoder only ever speeds
-up what the general path would accept anyway.
+refused while parsing, so no per-value Python pass is needed (decoding and checking a
+1,000-row body went from 3.3 to 1.6 ms, a single row from 12.8 to 6.9 µs). Whatever it refuses
+is parsed again by the general path (orjson, then ``decode_v1``), which names the problem; it
+also accepts the few things the typed decoder does not model (huge integers), so the typed
+decoder only ever speeds up what the general path would accept anyway.
 """
 
 from __future__ import annotations
