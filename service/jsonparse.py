@@ -22,15 +22,13 @@ def parse_json(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"body: malformed JSON ({exc})") from None
     if len(raw) <= DUPLICATE_CHECK_MAX_BYTES and isinstance(parsed, dict | list):
-        occurrences = _key_occurrences(raw)
-        if occurrences != _count_keys(parsed):
-            _refuse_duplicate_keys(raw)
+        check_duplicate_keys(raw, _count_keys(parsed))
     return parsed
 
 
 def check_duplicate_keys(raw: bytes, kept: int) -> None:
-    """For a body another decoder parsed, keeping ``kept`` keys in all: refuse it if one of its
-    objects repeated a key (decoders keep the last one silently)."""
+    """For a body a decoder parsed (orjson here, or a typed decoder), keeping ``kept`` keys in
+    all: refuse it if one of its objects repeated a key (decoders keep the last one silently)."""
     if len(raw) <= DUPLICATE_CHECK_MAX_BYTES and _key_occurrences(raw) != kept:
         _refuse_duplicate_keys(raw)
 

@@ -211,7 +211,6 @@ class Metrics(DeliveryMetrics):
         ] = {}
         self._buffers: list[HistogramBuffer | CounterBuffer] = []
         self._in_flight = 0
-        self._in_flight_written = 0
 
     # -- the hot path: memory only -------------------------------------------------------------
     def request_started(self) -> None:
@@ -269,9 +268,7 @@ class Metrics(DeliveryMetrics):
             return
         for buf in self._buffers:
             buf.flush()
-        if self._in_flight != self._in_flight_written:
-            self._in_flight_written = self._in_flight
-            self.in_flight.set(self._in_flight)
+        self.in_flight.set(self._in_flight)
 
     async def flush_forever(self, interval_s: float = FLUSH_INTERVAL_S) -> None:
         while True:
