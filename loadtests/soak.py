@@ -77,9 +77,11 @@ def _admin(client: httpx.Client, events: Events, t: float, promote: bool) -> Non
 
 
 def _drift(server: Server, out: Path, events: Events, t: float) -> None:
-    if importlib.util.find_spec("monitoring.cli") is None:
-        console.print("[yellow]warning:[/] monitoring.cli is missing; the drift run is skipped")
-        events.drift = {"t_s": round(t, 1), "skipped": "monitoring.cli is missing"}
+    if importlib.util.find_spec("service.cli.monitoring") is None:
+        console.print(
+            "[yellow]warning:[/] service.cli.monitoring is missing; the drift run is skipped"
+        )
+        events.drift = {"t_s": round(t, 1), "skipped": "service.cli.monitoring is missing"}
         return
     assert server.home is not None
     env = {
@@ -90,7 +92,7 @@ def _drift(server: Server, out: Path, events: Events, t: float) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "monitoring.cli",
+        "service.cli.monitoring",
         "drift",
         "run",
         "--model",

@@ -13,7 +13,9 @@ from fastapi import FastAPI
 from prometheus_client import multiprocess
 
 from model_store.store import ModelStore
-from service.dataplane import DataPlane
+from service.core.dataplane import DataPlane
+from service.core.loaded_model import LoadedModel, session_options
+from service.core.registry import ModelRegistry
 from service.http import errors as http_errors
 from service.http import routes_admin, routes_feedback, routes_meta, routes_predict
 from service.http.deps import Runtime
@@ -21,8 +23,6 @@ from service.http.fastpath import VigilApp
 from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
 from service.metrics import Metrics, forget_dead_workers, multiprocess_dir
-from service.registry import ModelRegistry
-from service.runtime import LoadedModel, session_options
 from service.settings import Settings
 
 log = logging.getLogger("vigil")

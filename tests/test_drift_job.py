@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from model_store.demo import DEMO_MODEL
 from model_store.errors import ModelNotFoundError
 from model_store.store import ModelStore
-from monitoring.cli import app
 from monitoring.drift.job import run_drift
 from monitoring.drift.result import Status
 from monitoring.simulate import run_simulation
+from service.cli.monitoring import app
 from service.settings import Settings
 from tests.conftest import MODEL
 from tests.servers import VigilServer, free_port, wait_http

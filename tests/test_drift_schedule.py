@@ -45,7 +45,7 @@ def test_schedule_runs_periodically_and_stops_cleanly_on_sigterm(settings: Setti
         "VIGIL_MODEL_STORE": str(settings.model_store),
         "VIGIL_DATA_DIR": str(settings.data_dir),
     }
-    cmd = [sys.executable, "-m", "monitoring.cli", "drift", "schedule", "--every", "1s"]
+    cmd = [sys.executable, "-m", "service.cli.monitoring", "drift", "schedule", "--every", "1s"]
     proc = subprocess.Popen(
         [*cmd, "--model", MODEL], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

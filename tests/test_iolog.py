@@ -23,7 +23,7 @@ from model_store.manifest import PiiPolicy
 from model_store.registration import register_sklearn
 from model_store.store import ModelStore
 from service.app import create_app
-from service.cli import app as cli
+from service.cli.main import app as cli
 from service.iolog.deliver import LEAD_FILE, Deliverer
 from service.iolog.reader import read_predictions, read_rejected
 from service.metrics import DeliveryMetrics
@@ -276,7 +276,7 @@ def test_backtest_reports_agreement_and_real_differences(
     assert other.exit_code == 0, other.output
     r2 = json.loads((tmp_path / "v2.json").read_text())["per_version"]["1"]
     # The real differences, computed independently from the two models' ONNX outputs
-    from service.runtime import LoadedModel, session_options
+    from service.core.loaded_model import LoadedModel, session_options
 
     store = ModelStore(settings.model_store)
     p1 = LoadedModel.load(store, DEMO_MODEL, 1, session_options(1, 1)).predict(x.to_numpy())

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from model_store.manifest import PiiPolicy
-from service.cli import app as cli
+from service.cli.main import app as cli
 from service.iolog.frames import (
     Frame,
     PiiRules,

@@ -123,7 +123,7 @@ def test_register_onnx_file_with_schema(store: ModelStore, tmp_path: Path) -> No
 def test_register_cli_with_joblib_pipeline(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from service.cli import app
+    from service.cli.main import app
 
     x, y, _ = demo_data()
     pipe = demo_pipeline(c=0.5).fit(x.to_numpy(), y)

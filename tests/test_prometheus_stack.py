@@ -153,7 +153,7 @@ def _wait_delivered(url: str, timeout: float = 20.0) -> None:
 
 def _run_drift_job(env: dict[str, str]) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "monitoring.cli", "drift", "run", "--model", MODEL],
+        [sys.executable, "-m", "service.cli.monitoring", "drift", "run", "--model", MODEL],
         env=env,
         capture_output=True,
         text=True,

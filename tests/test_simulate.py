@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from monitoring.cli import app
 from monitoring.simulate import SimulationError, noisy_labels, run_simulation, traffic
+from service.cli.monitoring import app
 from service.iolog.reader import read_predictions
 from service.settings import Settings
 from tests.conftest import MODEL

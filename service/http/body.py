@@ -8,9 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
-from service.codec_v2 import split_binary
+from service.core.codec_v2 import split_binary
+from service.core.jsonparse import parse_json
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from service.jsonparse import parse_json
 
 BODY_STATE = "vigil_body"
 _JSON_TYPES = frozenset({"application/json", ""})

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from service.dataplane import DataPlane
+from service.core.dataplane import DataPlane
+from service.core.registry import ModelRegistry
 from service.metrics import Metrics
-from service.registry import ModelRegistry
 from service.settings import Settings
 
 

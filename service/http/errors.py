@@ -14,9 +14,9 @@ from starlette.responses import Response
 
 from model_store import errors as store_errors
 from service import errors
-from service.dataplane import DataPlane, new_request_id
+from service.core.dataplane import DataPlane, new_request_id
+from service.core.registry import ModelNotReadyError, VersionInUseError, VersionLoadError
 from service.http.body import body_excerpt
-from service.registry import ModelNotReadyError, VersionInUseError, VersionLoadError
 
 log = logging.getLogger("vigil.http")
 

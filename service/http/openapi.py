@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from model_store.manifest import Manifest
-from service.runtime import LoadedModel
-from service.validation import FLOAT32_MAX, MAX_METADATA_KEYS, MAX_METADATA_VALUE
+from service.core.loaded_model import LoadedModel
+from service.core.validation import FLOAT32_MAX, MAX_METADATA_KEYS, MAX_METADATA_VALUE
 
 _ERROR = {
     "type": "object",

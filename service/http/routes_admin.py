@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from service.dataplane import parse_version
+from service.core.dataplane import parse_version
 from service.errors import InvalidInput, NotFound, Unauthorized
 from service.http.body import read_json
 from service.http.deps import Runtime, runtime

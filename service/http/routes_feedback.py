@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.dataplane import FEEDBACK_ENDPOINT
+from service.core.dataplane import FEEDBACK_ENDPOINT
 from service.http.body import read_json
 from service.http.deps import runtime
 from service.http.openapi import ERROR_RESPONSES

@@ -8,11 +8,11 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.dataplane import parse_version
+from service.core.dataplane import parse_version
+from service.core.loaded_model import LoadedModel
 from service.errors import ModelNotReady, NotFound
 from service.http.deps import runtime
 from service.http.errors import error_response
-from service.runtime import LoadedModel
 
 router = APIRouter()
 _VERSION = "0.1.0"

@@ -16,12 +16,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from service.dataplane import V1_ENDPOINT, V2_ENDPOINT, Result
+from service.core.dataplane import V1_ENDPOINT, V2_ENDPOINT, Result
+from service.core.validation import check_request_id
 from service.http.body import header, raw_headers, receive_json_bytes, receive_v2
 from service.http.deadline import Deadline
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ERROR_RESPONSES, V1_RESPONSE, V2_RESPONSE
-from service.validation import check_request_id
 
 router = APIRouter()
 _JSON = (b"content-type", b"application/json")

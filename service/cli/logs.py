@@ -79,7 +79,7 @@ def backtest_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON report here.")] = None,  # noqa: UP045
 ) -> None:
     """Replay logged inputs of a window on a candidate version and compare with what was served."""
-    from service.backtest import backtest
+    from service.offline.backtest import backtest
 
     columns = (
         TextColumn("replaying"),

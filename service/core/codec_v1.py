@@ -19,10 +19,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from service.core.jsonparse import check_duplicate_keys, parse_json
+from service.core.loaded_model import LoadedModel
+from service.core.validation import check_matrix, check_metadata, check_request_id, type_name
 from service.errors import InvalidInput
-from service.jsonparse import check_duplicate_keys, parse_json
-from service.runtime import LoadedModel
-from service.validation import check_matrix, check_metadata, check_request_id, type_name
 
 _ALLOWED_TOP = frozenset({"instances", "id", "metadata"})
 _NUMBER_TYPES = frozenset({float, int})

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from service.core.loaded_model import LoadedModel, Prediction
 from service.errors import InvalidInput
-from service.runtime import LoadedModel, Prediction
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT64_MAX = float(np.finfo(np.float64).max)

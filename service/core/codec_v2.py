@@ -21,10 +21,10 @@ import msgspec
 import numpy as np
 import orjson
 
+from service.core.jsonparse import check_duplicate_keys, parse_json
+from service.core.loaded_model import LoadedModel, Prediction
+from service.core.validation import check_matrix, check_request_id, type_name
 from service.errors import BadRequest, InvalidInput
-from service.jsonparse import check_duplicate_keys, parse_json
-from service.runtime import LoadedModel, Prediction
-from service.validation import check_matrix, check_request_id, type_name
 
 LABEL = "label"
 PROBABILITIES = "probabilities"

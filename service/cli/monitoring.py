@@ -1,4 +1,4 @@
-"""``vigil drift run|schedule`` and ``vigil simulate``; standalone: ``python -m monitoring.cli``.
+"""``vigil drift run|schedule`` and ``vigil simulate``; also ``python -m service.cli.monitoring``.
 
 Heavy imports (Evidently, pandas) happen inside the commands so ``vigil --help`` stays fast.
 """

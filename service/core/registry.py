@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from model_store.errors import ModelNotFoundError, StoreError, VersionNotFoundError
 from model_store.store import ModelStore
-from service.runtime import LoadedModel
+from service.core.loaded_model import LoadedModel
 
 log = logging.getLogger("vigil.registry")
 

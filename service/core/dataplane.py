@@ -13,15 +13,15 @@ import numpy as np
 import orjson
 
 from model_store.errors import VersionNotFoundError
-from service.codec_v1 import decode_v1_json
-from service.codec_v2 import decode_v2_json, encode_v2
+from service.core.codec_v1 import decode_v1_json
+from service.core.codec_v2 import decode_v2_json, encode_v2
+from service.core.loaded_model import LoadedModel, Prediction
+from service.core.registry import ModelRegistry
+from service.core.validation import check_prediction, decode_feedback
 from service.errors import InvalidInput
 from service.iolog.base import IOLog
 from service.iolog.record import IORecord, RejectedRecord
 from service.metrics import Metrics
-from service.registry import ModelRegistry
-from service.runtime import LoadedModel, Prediction
-from service.validation import check_prediction, decode_feedback
 
 V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"

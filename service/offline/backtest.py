@@ -12,9 +12,9 @@ import pandas as pd
 from model_store.manifest import PiiPolicy
 from model_store.registration import quality
 from model_store.store import ModelStore
+from service.core.loaded_model import LoadedModel, session_options
 from service.errors import InvalidInput
 from service.iolog.reader import read_predictions
-from service.runtime import LoadedModel, session_options
 from service.settings import Settings
 
 CHUNK_ROWS = 50_000

@@ -20,8 +20,8 @@ from rich.table import Table
 
 from model_store.errors import StoreError
 from model_store.store import ModelStore
-from monitoring.cli import drift_app, simulate
-from service.cli_logs import backtest_cmd, logs_app
+from service.cli.logs import backtest_cmd, logs_app
+from service.cli.monitoring import drift_app, simulate
 from service.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Vigil: real-time inference with drift monitoring.")
