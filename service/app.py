@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import multiprocess
 
 from model_store.store import ModelStore
+from service import __version__
 from service.core.dataplane import DataPlane
 from service.core.loaded_model import LoadedModel, session_options
 from service.core.registry import ModelRegistry
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = VigilApp(
         title="Vigil",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,

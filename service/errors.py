@@ -54,11 +54,6 @@ class Unauthorized(VigilError):
     kind = "unauthorized"
 
 
-class Forbidden(VigilError):
-    status_code = 403
-    kind = "forbidden"
-
-
 class Unavailable(VigilError):
     status_code = 503
     kind = "unavailable"

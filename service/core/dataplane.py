@@ -26,7 +26,6 @@ from service.metrics import Metrics
 V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"
 FEEDBACK_ENDPOINT = "feedback"
-_DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
 @dataclass(slots=True)

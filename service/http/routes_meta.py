@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service import __version__
 from service.core.dataplane import parse_version
 from service.core.loaded_model import LoadedModel
 from service.errors import ModelNotReady, NotFound
@@ -15,7 +16,6 @@ from service.http.deps import runtime
 from service.http.errors import error_response
 
 router = APIRouter()
-_VERSION = "0.1.0"
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -24,7 +24,7 @@ def _json(data: Any, status: int = 200) -> Response:
 
 @router.get("/v2", tags=["v2"], summary="Server metadata")
 async def server_metadata() -> Response:
-    return _json({"name": "vigil", "version": _VERSION, "extensions": ["binary_tensor_data"]})
+    return _json({"name": "vigil", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
 @router.get("/v2/health/live", tags=["v2"], summary="Liveness")

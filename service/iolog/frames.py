@@ -34,7 +34,6 @@ _HEAD = struct.Struct("<4sIII")
 PREDICTIONS = "predictions"
 REJECTED = "rejected"
 FEEDBACK = "feedback"
-TABLES = (PREDICTIONS, REJECTED, FEEDBACK)
 _KIND = {"p": PREDICTIONS, "r": REJECTED, "f": FEEDBACK, "s": "schema"}
 
 
