@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.durations import parse_duration
+
+
+def _duration(value: object) -> object:
+    # the command line's grammar (30s, 15m, 30d) for duration settings, not ISO 8601
+    return parse_duration(value, allow_zero=True) if isinstance(value, str) else value
 
 
 def _default_home() -> Path:
@@ -119,6 +127,14 @@ class Settings(BaseSettings):
     )
     drift_min_labelled_rows: int = Field(
         50, gt=0, description="Labelled rows needed in a window to judge model drift."
+    )
+    drift_reports_max_age: Annotated[timedelta, BeforeValidator(_duration)] = Field(
+        timedelta(days=30),
+        description="Drift report folders older than this are deleted after each drift run and "
+        "by `vigil logs prune` (30s, 12h, 30d, 2w; the newest run of a model is always kept).",
+    )
+    drift_reports_max_runs: int = Field(
+        1000, ge=1, description="At most this many drift report folders are kept per model."
     )
 
     @property

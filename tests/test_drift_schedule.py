@@ -10,25 +10,9 @@ import sys
 import threading
 import time
 
-import pytest
-
-from monitoring.drift.schedule import parse_duration, run_every, stop_on_signals
+from monitoring.drift.schedule import run_every, stop_on_signals
 from service.settings import Settings
 from tests.conftest import MODEL
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30s", 30), ("15m", 900), ("1h", 3600), ("1h30m", 5400), ("2d", 172800), ("45", 45)],
-)
-def test_durations_parse(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "m", "15x", "-5m", "0s", "1h 30m", "1.5.2h"])
-def test_bad_durations_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(text)
 
 
 def _runs(settings: Settings) -> list[dict[str, object]]:

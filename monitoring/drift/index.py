@@ -73,6 +73,16 @@ class RunIndex:
             runs = [*self.runs(), entry][-MAX_ENTRIES:]
             self._write({"model": report.model, "runs": runs})
 
+    def mark_pruned(self, run_ids: set[str], *, at: datetime) -> None:
+        """Record that these runs' folders were deleted by retention (their verdicts stay)."""
+        with self._locked():
+            runs = self.runs()
+            for run in runs:
+                if run.get("run_id") in run_ids:
+                    run["pruned_at"] = at.isoformat()
+            if runs:
+                self._write({"model": self.dir.name, "runs": runs})
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
         # two runs of the same model (a schedule and a manual run) must not lose each other's entry

@@ -20,6 +20,7 @@ from monitoring.drift.core import DriftInputError, analyse
 from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
 from monitoring.drift.result import DriftReport, Status, VersionResult
+from monitoring.drift.retention import prune_model_reports
 from service.iolog.reader import read_predictions
 from service.settings import Settings
 
@@ -81,6 +82,11 @@ def run_drift(
     report.directory = target
     _write(settings, report, target, progress)
     index.append(report, live=until is None, path=target)
+    prune_model_reports(
+        index.dir,
+        max_age=settings.drift_reports_max_age,
+        max_runs=settings.drift_reports_max_runs,
+    )
     return report
 
 

@@ -6,30 +6,12 @@ exits 0; a second signal stops at once.
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``30s``, ``15m``, ``1h``, ``1h30m``, ``2d`` (a bare number means seconds)."""
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        seconds = float(value)
-    elif value and _PART.sub("", value) == "":
-        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
-    else:
-        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 1h or 1h30m")
-    if seconds <= 0:
-        raise ValueError(f"duration {text!r} must be positive")
-    return seconds
 
 
 @contextmanager

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from model_store.errors import StoreError
+from service.durations import parse_duration
 from service.errors import VigilError
 from service.settings import Settings
 
@@ -22,16 +22,6 @@ console = Console(stderr=True)
 
 SinceOpt = Annotated[datetime | None, typer.Option(help="Window start (ISO 8601, UTC if no zone).")]
 UntilOpt = Annotated[Optional[datetime], typer.Option(help="Window end, exclusive (ISO 8601).")]  # noqa: UP045
-
-
-def parse_age(text: str) -> timedelta:
-    m = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
-    if not m:
-        raise typer.BadParameter(f"{text!r}: use a number and a unit, e.g. 30d, 12h, 90m")
-    n, unit = int(m.group(1)), m.group(2)
-    return timedelta(
-        **{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n}
-    )
 
 
 @logs_app.command("export")
@@ -64,11 +54,26 @@ def prune(
     older_than: Annotated[str, typer.Option(help="Delete records older than this, e.g. 30d.")],
 ) -> None:
     """Delete logged records older than the given age (retention)."""
+    from monitoring.drift.retention import prune_reports
     from service.iolog.retention import prune_store
 
-    cutoff = datetime.now(UTC) - parse_age(older_than)
-    counts = prune_store(Settings(), cutoff)
+    try:
+        age = parse_duration(older_than, allow_zero=True)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+    cutoff = datetime.now(UTC) - age
+    settings = Settings()
+    counts = prune_store(settings, cutoff)
     console.print(f"pruned records before {cutoff:%Y-%m-%d %H:%M} UTC: {counts}")
+    reports = prune_reports(
+        settings.reports_dir,
+        max_age=settings.drift_reports_max_age,
+        max_runs=settings.drift_reports_max_runs,
+    )
+    console.print(
+        f"pruned {reports.runs} drift report folders ({reports.bytes / 1e6:.1f} MB) beyond "
+        f"{settings.drift_reports_max_age} or {settings.drift_reports_max_runs} runs per model"
+    )
 
 
 def backtest_cmd(

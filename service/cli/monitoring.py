@@ -122,7 +122,7 @@ def run_cmd(
 
 @drift_app.command("schedule")
 def schedule_cmd(
-    every: Annotated[str, typer.Option(help="Interval between runs: 30s, 15m, 1h, 1h30m.")] = "15m",
+    every: Annotated[str, typer.Option(help="Interval between runs: 30s, 15m, 1h30m, 1d.")] = "15m",
     model: Annotated[
         list[str] | None,
         typer.Option("--model", "-m", help="Model to watch (repeatable; default: every model)."),
@@ -132,10 +132,11 @@ def schedule_cmd(
     """Run the drift job every interval in the foreground until SIGTERM or SIGINT (exit 0)."""
     from model_store.store import ModelStore
     from monitoring.drift.job import run_drift
-    from monitoring.drift.schedule import parse_duration, run_every, stop_on_signals
+    from monitoring.drift.schedule import run_every, stop_on_signals
+    from service.durations import parse_duration
 
     try:
-        interval = parse_duration(every)
+        interval = parse_duration(every).total_seconds()
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--every") from None
     settings = Settings()
