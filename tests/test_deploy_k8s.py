@@ -206,7 +206,7 @@ def test_shutdown_fits_the_grace_period(objs: list[Obj]) -> None:
     spec = pod_spec(one(objs, "Deployment"))
     pre_stop = container(one(objs, "Deployment"))["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    cli = (ROOT / "service" / "cli.py").read_text()
+    cli = (ROOT / "service" / "cli" / "main.py").read_text()
     match = re.search(r"timeout_graceful_shutdown=(\d+)", cli)
     assert match, "vigil serve no longer sets uvicorn's graceful shutdown timeout"
     drain = int(match.group(1))
