@@ -46,11 +46,18 @@ def prune_model_reports(
 ) -> Pruned:
     """Delete one model's run folders older than ``max_age`` or beyond the newest ``max_runs``."""
     now = now or datetime.now(UTC)
+    # run ids have one-second resolution: runs within one second are ordered by folder mtime
     runs = sorted(
-        ((t, p) for p in model_dir.iterdir() if p.is_dir() and (t := _run_time(p.name))),
+        (
+            (t, p.stat().st_mtime_ns, p)
+            for p in model_dir.iterdir()
+            if p.is_dir() and (t := _run_time(p.name))
+        ),
         reverse=True,
     )
-    doomed = [p for i, (t, p) in enumerate(runs) if i > 0 and (i >= max_runs or now - t > max_age)]
+    doomed = [
+        p for i, (t, _, p) in enumerate(runs) if i > 0 and (i >= max_runs or now - t > max_age)
+    ]
     if not doomed:
         return Pruned()
     freed = 0
