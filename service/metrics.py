@@ -130,11 +130,11 @@ class DeliveryMetrics:
         )
         self.iolog_failures = Counter(
             "vigil_iolog_failures_total",
-            "Failures of the I/O log pipeline, by stage (spool, deliver).",
+            "Failures of the I/O log pipeline, by stage (spool, deliver, fsync, pii_policy).",
             ["stage"],
             registry=r,
         )
-        for stage in ("spool", "deliver", "fsync"):
+        for stage in ("spool", "deliver", "fsync", "pii_policy"):
             self.iolog_failures.labels(stage)  # present at 0, so dashboards show 0, not "No data"
 
 

@@ -149,7 +149,8 @@ def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) ->
     return _frame(header, payload)
 
 
-def encode_rejected(record: RejectedRecord) -> bytes:
+def encode_rejected(record: RejectedRecord, error: str, body: str) -> bytes:
+    """``error`` and ``body``: what the PII policy lets the log keep of them (see pii.py)."""
     header = {
         "t": "r",
         "id": record.request_id,
@@ -158,8 +159,8 @@ def encode_rejected(record: RejectedRecord) -> bytes:
         "version": record.version,
         "e": record.endpoint,
         "st": record.status,
-        "error": record.error,
-        "body": record.body_excerpt,
+        "error": error,
+        "body": body,
     }
     return _frame(header, b"")
 
