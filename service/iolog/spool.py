@@ -43,6 +43,7 @@ from service.iolog.frames import (
     encode_rejected,
 )
 from service.iolog.pii import PiiPolicies
+from service.iolog.quarantine import QUARANTINE_DIR
 from service.iolog.record import IORecord, RejectedRecord
 from service.metrics import Metrics
 from service.settings import FsyncPolicy, OnLogFailure, Settings
@@ -68,7 +69,7 @@ def spool_segments(spool_root: Path) -> list[Path]:
     return sorted(
         p
         for d in spool_root.iterdir()
-        if d.is_dir()
+        if d.is_dir() and d.name != QUARANTINE_DIR  # undeliverable, perhaps unreadable
         for p in d.iterdir()
         if p.suffix in (OPEN_SUFFIX, CLOSED_SUFFIX)
     )
