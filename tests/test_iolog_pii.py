@@ -14,7 +14,7 @@ from model_store.registration import register_sklearn
 from model_store.store import ModelStore
 from service.app import create_app
 from service.iolog.reader import read_predictions, read_rejected
-from service.settings import Settings
+from service.settings import OnLogFailure, Settings
 
 MODEL = "pii-model"
 URL = f"/v1/models/{MODEL}/predict"
@@ -112,3 +112,17 @@ def test_a_model_without_pii_keeps_the_body_excerpt(
     body = {"instances": [{k: v for k, v in row.items() if k != "mean_area"}]}
     assert client.post("/v1/models/breast-cancer/predict", json=body).status_code == 422
     assert "17.123456789" in read_rejected(settings).loc[0, "body"]
+
+
+def test_with_on_log_failure_serve_an_unknown_policy_serves_unlogged(
+    pii_settings: Settings, row: dict[str, Any]
+) -> None:
+    settings = pii_settings.model_copy(update={"on_log_failure": OnLogFailure.SERVE})
+    manifest = settings.model_store / MODEL / "1" / "manifest.json"
+    with TestClient(create_app(settings)) as client:
+        manifest.write_text("{ not json")
+        assert client.post(URL, json={"instances": [row, row]}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert "vigil_iolog_unlogged_records_total 2.0" in metrics
+    assert read_predictions(settings, MODEL).empty
+    _assert_nowhere(settings)

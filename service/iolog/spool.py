@@ -229,7 +229,13 @@ class SpoolIOLog:
         return self._pii[key]
 
     async def append(self, record: IORecord) -> None:
-        pii = self._pii_rules(record.model, record.version)
+        try:
+            pii = self._pii_rules(record.model, record.version)
+        except LogUnavailable:  # its PII policy is unknown: never log it in clear
+            if self.settings.on_log_failure is not OnLogFailure.SERVE:
+                raise
+            self.metrics.iolog_unlogged.inc(record.rows)
+            return
         key = (record.model, record.version, record.sha256)
         schema = self._schemas.get(key)
         if schema is None:
