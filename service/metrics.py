@@ -128,13 +128,20 @@ class DeliveryMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.iolog_quarantined = Gauge(
+            "vigil_iolog_quarantined_segments",
+            "Spool segments moved to quarantine after repeated delivery failures; their records "
+            "are not in the log store until `vigil logs quarantine retry`.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.iolog_failures = Counter(
             "vigil_iolog_failures_total",
-            "Failures of the I/O log pipeline, by stage (spool, deliver).",
+            "Failures of the I/O log pipeline, by stage (spool, deliver, fsync, pii_policy).",
             ["stage"],
             registry=r,
         )
-        for stage in ("spool", "deliver", "fsync"):
+        for stage in ("spool", "deliver", "fsync", "pii_policy"):
             self.iolog_failures.labels(stage)  # present at 0, so dashboards show 0, not "No data"
 
 

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     compact_interval_s: float = Field(
         2.0, gt=0, description="How often closed spool segments are moved into the store."
     )
+    delivery_max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Delivery attempts (one per round) before a segment that fails by its own "
+        "fault, not the store's, moves to <spool>/quarantine/ so later segments are delivered.",
+    )
     pii_secret: str = Field(
         "", description="Key for HMAC-SHA256 hashing of features marked PII `hash`."
     )

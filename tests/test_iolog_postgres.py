@@ -117,7 +117,9 @@ def test_redelivering_a_segment_adds_nothing_and_latest_label_wins(
     ]
     seg_b = [
         _record("b0", 2, rng.normal(size=(2, 3)), now + 9, {"k": "nul\x00inside"}),
-        encode_rejected(RejectedRecord("bad", now, MODEL, "1", "v1_predict", 422, "e\x00", "b")),
+        encode_rejected(
+            RejectedRecord("bad", now, MODEL, "1", "v1_predict", 422, "e\x00", b"b"), "e\x00", "b"
+        ),
         encode_feedback(MODEL, now + 10, [("a0", 0, "benign"), ("a0", 0, "malignant")]),
     ]
     store = PostgresStore(pg_dsn)
@@ -232,8 +234,12 @@ def test_prune_drops_old_records_from_postgres_and_parquet(
     blobs = [
         _record("old", 1, x, old, {}),
         _record("new", 1, x, new, {}),
-        encode_rejected(RejectedRecord("old-bad", old, MODEL, "1", "v1_predict", 422, "e", "")),
-        encode_rejected(RejectedRecord("new-bad", new, MODEL, "1", "v1_predict", 422, "e", "")),
+        encode_rejected(
+            RejectedRecord("old-bad", old, MODEL, "1", "v1_predict", 422, "e", b""), "e", ""
+        ),
+        encode_rejected(
+            RejectedRecord("new-bad", new, MODEL, "1", "v1_predict", 422, "e", b""), "e", ""
+        ),
         encode_feedback(MODEL, old, [("old", 0, "benign")]),
         encode_feedback(MODEL, new, [("new", 1, "benign")]),
     ]

@@ -103,6 +103,12 @@ SCENARIOS: dict[str, Scenario] = {
         [I],
         [_series("vigil_iolog_backlog_bytes", I, "40000000 30000000 40000000 30000000x37")],
     ),
+    "VigilIOLogSegmentsQuarantined": (
+        [_series("vigil_iolog_quarantined_segments", I, "0 1x10")],
+        7,
+        [{"instance": I["instance"]}],
+        [_series("vigil_iolog_quarantined_segments", I, "0x10")],
+    ),
     "VigilUnloggedPredictions": (
         [_series("vigil_iolog_unlogged_records_total", I, "0+5x10")],
         3,

@@ -57,6 +57,7 @@ ALERT_EXPECTATIONS = {
     "VigilIOLogUnhealthy": QUIET,
     "VigilIOLogDeliveryFailing": QUIET,
     "VigilIOLogBacklogGrowing": QUIET,
+    "VigilIOLogSegmentsQuarantined": QUIET,
     "VigilUnloggedPredictions": QUIET,
     "VigilDataDrift": FIRES,
     "VigilPredictionDrift": FIRES,  # the drifted inputs move the predictions too

@@ -76,6 +76,62 @@ def prune(
     )
 
 
+quarantine_app = typer.Typer(
+    no_args_is_help=True,
+    help="Spool segments the deliverer gave up on (VIGIL_DELIVERY_MAX_ATTEMPTS failures).",
+)
+logs_app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list() -> None:
+    """Show each quarantined segment: why, how often it failed, its size and records."""
+    from service.iolog import quarantine
+
+    entries = quarantine.listing(Settings().spool_dir)
+    for _, e in entries:
+        records = "?" if e.records is None else str(e.records)
+        typer.echo(
+            f"{e.segment}  attempts={e.attempts}  size={e.size} B  records={records}  "
+            f"since={e.quarantined_at or '?'}\n  reason: {e.reason}"
+        )
+    console.print(f"{len(entries)} segment(s) in quarantine")
+
+
+@quarantine_app.command("retry")
+def quarantine_retry(
+    segment: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="Only this segment (repeatable); default: all."),
+    ] = None,
+) -> None:
+    """Deliver quarantined segments now (once the cause is fixed), reporting each one."""
+    from service.iolog import quarantine
+    from service.iolog.deliver import deliver_segment, open_sink
+
+    settings = Settings()
+    entries = [
+        (p, e)
+        for p, e in quarantine.listing(settings.spool_dir)
+        if not segment or e.segment in segment
+    ]
+    sink = open_sink(settings)
+    failed = 0
+    for path, e in entries:
+        try:
+            counts = deliver_segment(sink, path, e.segment)
+        except Exception as exc:
+            failed += 1
+            again = quarantine.failed_again(path, e, f"{type(exc).__name__}: {exc}")
+            typer.echo(f"{e.segment}: still failing (attempt {again.attempts}): {again.reason}")
+            continue
+        quarantine.release(path)
+        typer.echo(f"{e.segment}: delivered {counts}")
+    console.print(f"retried {len(entries)} segment(s): {len(entries) - failed} delivered")
+    if failed:
+        raise typer.Exit(1)
+
+
 def backtest_cmd(
     model: Annotated[str, typer.Option(help="Model name.")],
     candidate: Annotated[int, typer.Option(help="Version to replay the traffic on.")],

@@ -200,7 +200,7 @@ class DataPlane:
         kind: str,
         error: str,
         request_id: str,
-        body_excerpt: str,
+        body: bytes,
         started: float,
     ) -> None:
         """Count and log a request answered with an error. Never raises."""
@@ -217,6 +217,6 @@ class DataPlane:
                 endpoint=endpoint,
                 status=status,
                 error=error,
-                body_excerpt=body_excerpt,
+                body=body,
             )
         )

@@ -120,6 +120,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     return await receive_json(raw_headers(request.scope), request.receive, state, max_bytes)
 
 
-def body_excerpt(request: Request, limit: int = 2048) -> str:
+def request_body(request: Request) -> bytes:
+    """The body as received, for the rejected log (which decides what of it to keep)."""
     raw: bytes = getattr(request.state, BODY_STATE, b"")
-    return raw[:limit].decode("utf-8", errors="replace")
+    return raw

@@ -16,7 +16,7 @@ from model_store import errors as store_errors
 from service import errors
 from service.core.dataplane import DataPlane, new_request_id
 from service.core.registry import ModelNotReadyError, VersionInUseError, VersionLoadError
-from service.http.body import body_excerpt
+from service.http.body import request_body
 
 log = logging.getLogger("vigil.http")
 
@@ -71,7 +71,7 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
                 kind=err.kind,
                 error=err.message,
                 request_id=request_id,
-                body_excerpt=body_excerpt(request),
+                body=request_body(request),
                 started=getattr(request.state, "started", time.perf_counter()),
             )
         headers = {"X-Request-ID": request_id}

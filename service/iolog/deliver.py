@@ -7,6 +7,17 @@ never touch a ``.seg`` again. The leader (whoever holds ``spool/.deliver.lock``)
 Parquet or writing to PostgreSQL never holds a serving process's GIL; without one (tests, custom
 ASGI servers) a worker takes the lead itself.
 
+A segment that fails is skipped, not waited for: the later ones are still delivered. A failure
+counts as an attempt against the segment only when the store is known to be up, so an outage
+never quarantines anything:
+- the error is about the segment's content (a corrupt frame, a header or value that cannot be
+  converted, a value the store refuses: the sink's ``content_errors``), or
+- the store answers ``ping`` and another segment was delivered in the same round.
+When ``ping`` fails (PostgreSQL down, Parquet directory not writable) the round stops there and
+nothing is counted. After ``VIGIL_DELIVERY_MAX_ATTEMPTS`` attempts (one per round at most) the
+segment moves to ``<spool>/quarantine/`` (quarantine.py). Attempts are counted in memory: a new
+leader starts again from zero.
+
 Run alone: ``python -m service.iolog.deliver [--parent PID]``.
 """
 
@@ -20,10 +31,12 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from service.iolog import quarantine
 from service.iolog.frames import Frame, read_frames
 from service.metrics import DeliveryMetrics
 from service.settings import Settings
@@ -36,8 +49,37 @@ LEAD_FILE = ".deliver.lock"
 READY = "vigil-deliverer: leading"
 
 
+# Errors that say a segment's content cannot be converted, whatever the store (pyarrow's
+# ArrowInvalid and ArrowTypeError are ValueError and TypeError).
+CONTENT_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, KeyError, TypeError, IndexError, NotImplementedError,
+)  # fmt: skip
+
+
 class Sink(Protocol):
+    content_errors: tuple[type[Exception], ...]  # the store refuses a value: the segment's fault
+
     def deliver(self, frames: list[Frame], segment_id: str) -> dict[str, int]: ...
+
+    def ping(self) -> bool:
+        """Whether the store is up and writable now."""
+        ...
+
+
+def deliver_segment(sink: Sink, path: Path, segment_id: str) -> dict[str, int]:
+    """One segment into the store, idempotently (the store keys its records by segment id)."""
+    frames = list(read_frames(path, strict=path.suffix == CLOSED_SUFFIX))
+    return sink.deliver(frames, segment_id)
+
+
+@dataclass
+class _Round:
+    """What one delivery round learnt about the store."""
+
+    delivered: bool = False
+    store_down: bool = False
+    # Failed for a reason that may be the store's: counted only if the store took other writes.
+    suspects: list[tuple[Path, str, str]] = field(default_factory=list)
 
 
 def open_sink(settings: Settings) -> Sink:
@@ -65,6 +107,8 @@ class Deliverer:
         self._sink: Sink | None = None
         self._lead_fd: int | None = None
         self._error: str | None = None
+        self._attempts: dict[Path, int] = {}  # counted failures of segments still in the spool
+        self._reported: set[Path] = set()  # failing segments whose traceback was logged
         # One round at a time: a round runs in a thread, and the app's shutdown round can start
         # while a cancelled maintenance round is still finishing in its thread.
         self._round = threading.Lock()
@@ -104,12 +148,20 @@ class Deliverer:
         if self._sink is None:
             self._sink = self._sink_factory(self._settings)
         backlog = 0
-        for d in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            backlog += self._deliver_worker_dir(d)
+        this_round = _Round()
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and d.name != quarantine.QUARANTINE_DIR:
+                backlog += self._deliver_worker_dir(d, this_round)
+        if this_round.delivered:  # the store takes writes: those failures were the segments'
+            for seg, segment_id, reason in this_round.suspects:
+                size = _size(seg)
+                if self._count_attempt(seg, segment_id, reason):
+                    backlog -= size
         self.metrics.iolog_backlog.set(backlog)
+        self.metrics.iolog_quarantined.set(quarantine.count(self.root))
         return backlog
 
-    def _deliver_worker_dir(self, d: Path) -> int:
+    def _deliver_worker_dir(self, d: Path, this_round: _Round) -> int:
         try:
             fd = os.open(d / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
         except OSError:
@@ -117,9 +169,9 @@ class Deliverer:
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return self._deliver_segments(d, final=False)  # a live worker's closed segments
-            left = self._deliver_segments(d, final=True)  # its worker is gone: everything
+            except BlockingIOError:  # a live worker's closed segments
+                return self._deliver_segments(d, this_round, final=False)
+            left = self._deliver_segments(d, this_round, final=True)  # its worker is gone
             if left == 0:
                 with contextlib.suppress(OSError):
                     (d / LOCK_FILE).unlink()
@@ -128,23 +180,25 @@ class Deliverer:
         finally:
             os.close(fd)
 
-    def _deliver_segments(self, d: Path, *, final: bool) -> int:
-        """Deliver closed segments (all when ``final``), in order; returns bytes left behind."""
-        segments = sorted(d.glob("seg-*"))
-        for i, seg in enumerate(segments):
-            if seg.suffix == OPEN_SUFFIX and not final:
-                return sum(_size(s) for s in segments[i:])
+    def _deliver_segments(self, d: Path, this_round: _Round, *, final: bool) -> int:
+        """Deliver closed segments (all when ``final``), oldest first; returns bytes left."""
+        left = 0
+        for seg in sorted(d.glob("seg-*")):
+            if this_round.store_down or (seg.suffix == OPEN_SUFFIX and not final):
+                left += _size(seg)
+                continue
+            segment_id = f"{d.name}-{seg.stem}"
             try:
-                frames = list(read_frames(seg))
                 assert self._sink is not None
-                counts = self._sink.deliver(frames, f"{d.name}-{seg.stem}")
+                counts = deliver_segment(self._sink, seg, segment_id)
             except Exception as exc:
-                if self._error is None:
-                    log.error("delivering %s failed (will retry): %s", seg.name, exc)
-                self._error = str(exc)
                 self.metrics.iolog_failures.labels("deliver").inc()
-                # Keep order: later segments wait until this one is delivered.
-                return sum(_size(s) for s in segments[i:])
+                if not self._failed(seg, segment_id, exc, this_round):
+                    left += _size(seg)
+                continue
+            this_round.delivered = True
+            self._attempts.pop(seg, None)
+            self._reported.discard(seg)
             if self._error is not None:
                 log.info("I/O log delivery recovered")
                 self._error = None
@@ -152,7 +206,54 @@ class Deliverer:
                 if n:
                     self.metrics.iolog_delivered.labels(table).inc(n)
             seg.unlink()
-        return 0
+        return left
+
+    def _failed(self, seg: Path, segment_id: str, exc: Exception, this_round: _Round) -> bool:
+        """Judge a failed segment; True if it was quarantined."""
+        assert self._sink is not None
+        reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, CONTENT_ERRORS + self._sink.content_errors):
+            self._report(seg, f"segment {segment_id} cannot be delivered", exc)
+            return self._count_attempt(seg, segment_id, reason)
+        if not self._sink.ping():  # an outage: stop here, count nothing, retry next round
+            this_round.store_down = True
+            if self._error is None:
+                log.error("delivering %s failed (will retry): %s", seg.name, exc, exc_info=exc)
+            self._error = reason
+            return False
+        this_round.suspects.append((seg, segment_id, reason))
+        self._report(seg, f"delivering {segment_id} failed while the store is up", exc)
+        return False
+
+    def _report(self, seg: Path, message: str, exc: Exception) -> None:
+        """The traceback once per failing segment; each attempt after it is one line."""
+        if seg not in self._reported:
+            self._reported.add(seg)
+            log.error("%s", message, exc_info=exc)
+
+    def _count_attempt(self, seg: Path, segment_id: str, reason: str) -> bool:
+        """One more attempt against ``seg``; quarantine it at the limit. True if moved."""
+        attempts = self._attempts.get(seg, 0) + 1
+        limit = self._settings.delivery_max_attempts
+        if attempts < limit:
+            self._attempts[seg] = attempts
+            log.warning(
+                "segment %s: attempt %d of %d failed: %s", segment_id, attempts, limit, reason
+            )
+            return False
+        try:
+            dest = quarantine.put(self.root, seg, segment_id, reason, attempts)
+        except OSError:
+            log.exception("cannot quarantine segment %s; it stays in the spool", segment_id)
+            self.metrics.iolog_failures.labels("deliver").inc()
+            return False
+        self._attempts.pop(seg, None)
+        self._reported.discard(seg)
+        log.error(
+            "segment %s quarantined after %d attempts (%s): %s; once the cause is fixed, "
+            "run `vigil logs quarantine retry`", segment_id, attempts, reason, dest,
+        )  # fmt: skip
+        return True
 
 
 def _size(path: Path) -> int:

@@ -148,7 +148,8 @@ def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) ->
     return _frame(header, payload)
 
 
-def encode_rejected(record: RejectedRecord) -> bytes:
+def encode_rejected(record: RejectedRecord, error: str, body: str) -> bytes:
+    """``error`` and ``body``: what the PII policy lets the log keep of them (see pii.py)."""
     header = {
         "t": "r",
         "id": record.request_id,
@@ -157,8 +158,8 @@ def encode_rejected(record: RejectedRecord) -> bytes:
         "version": record.version,
         "e": record.endpoint,
         "st": record.status,
-        "error": record.error,
-        "body": record.body_excerpt,
+        "error": error,
+        "body": body,
     }
     return _frame(header, b"")
 
@@ -178,9 +179,15 @@ class Frame:
         return _KIND[self.header["t"]]
 
 
-def read_frames(path: Path) -> Iterator[Frame]:
+class CorruptSegment(ValueError):
+    """A sealed segment holds a frame that fails its checks: its content, not the store, is bad."""
+
+
+def read_frames(path: Path, *, strict: bool = False) -> Iterator[Frame]:
     """Every intact record frame of a segment, in order, with its schema attached; stops at the
-    first torn or corrupt frame."""
+    first torn or corrupt frame. ``strict`` (sealed ``.seg`` segments, which are written whole
+    and fsynced before their rename) raises CorruptSegment there instead: only a segment left
+    open by a crash may end in a torn frame."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -192,11 +199,11 @@ def read_frames(path: Path) -> Iterator[Frame]:
         start = pos + _HEAD.size
         stop = start + hlen + plen
         if magic != MAGIC or stop > end:
-            return
+            break
         head = data[start : start + hlen]
         payload = data[start + hlen : stop]
         if zlib.crc32(payload, zlib.crc32(head)) != crc:
-            return
+            break
         pos = stop
         header = orjson.loads(head)
         kind = header["t"]
@@ -208,8 +215,12 @@ def read_frames(path: Path) -> Iterator[Frame]:
             )  # fmt: skip
         elif kind == "p":
             schema = schemas.get(header["k"])
-            if schema is None:
-                return  # cannot happen for frames we wrote; refuse to guess
+            if schema is None:  # cannot happen for frames we wrote; refuse to guess
+                if strict:
+                    raise CorruptSegment(f"{path.name}: frame at byte {pos} has no schema")
+                return
             yield Frame(header, payload, schema)
         else:
             yield Frame(header, payload)
+    if strict and pos != end:
+        raise CorruptSegment(f"{path.name}: corrupt or torn frame at byte {pos} of {end}")

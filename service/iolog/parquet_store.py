@@ -10,6 +10,7 @@ segment twice (crash between write and spool cleanup) rewrites the same files: n
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import date
 from pathlib import Path
@@ -32,8 +33,26 @@ def _write(table: pa.Table, directory: Path, name: str) -> None:
 
 
 class ParquetStore:
+    content_errors: tuple[type[Exception], ...] = ()  # pyarrow's are ValueError/TypeError
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    def ping(self) -> bool:
+        """Can a file be written (and fsynced) in the store now? Not on a full or read-only disk."""
+        probe = self.root / f".ping-{os.getpid()}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with probe.open("wb") as fh:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+                os.fsync(fh.fileno())
+            probe.unlink()
+        except OSError:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+            return False
+        return True
 
     def deliver(self, frames: list[Frame], segment_id: str) -> dict[str, int]:
         preds, rejected, feedback = group_frames(frames)

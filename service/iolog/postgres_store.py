@@ -157,6 +157,10 @@ def _ident_list(names: list[str]) -> sql.Composed:
 
 
 class PostgresStore:
+    # A value or row the database refuses (bad encoding, out of range, a constraint): the
+    # segment's fault, whereas a connection, disk or read-only error is the server's.
+    content_errors: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
+
     def __init__(self, url: str) -> None:
         # No connection here: the service must start (and spool) while PostgreSQL is away.
         self._params = _connect_params(url)
@@ -178,6 +182,14 @@ class PostgresStore:
             self.close()
             self._conn = self._connect()
         return self._conn
+
+    def ping(self) -> bool:
+        try:
+            self._connection().execute("SELECT 1")
+        except psycopg.Error:
+            self.close()
+            return False
+        return True
 
     @contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:

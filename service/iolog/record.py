@@ -33,7 +33,8 @@ class IORecord:
 
 @dataclass(slots=True)
 class RejectedRecord:
-    """A request answered with a 4xx (or 503): kept with its error and a bounded body excerpt."""
+    """A request answered with a 4xx (or 503): the log keeps its error and, as its PII policy
+    allows, an excerpt of the body or only its size and keyed hash (service/iolog/pii.py)."""
 
     request_id: str
     received_at: float
@@ -42,4 +43,4 @@ class RejectedRecord:
     endpoint: str
     status: int
     error: str
-    body_excerpt: str
+    body: bytes  # as received (decompressed); empty when it was never read

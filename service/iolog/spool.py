@@ -22,8 +22,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from model_store.errors import StoreError
-from model_store.manifest import PiiPolicy
 from model_store.store import ModelStore
 from service.errors import LogUnavailable
 from service.iolog.deliver import (
@@ -44,6 +42,8 @@ from service.iolog.frames import (
     encode_prediction,
     encode_rejected,
 )
+from service.iolog.pii import PiiPolicies
+from service.iolog.quarantine import QUARANTINE_DIR
 from service.iolog.record import IORecord, RejectedRecord
 from service.metrics import Metrics
 from service.settings import FsyncPolicy, OnLogFailure, Settings
@@ -69,7 +69,7 @@ def spool_segments(spool_root: Path) -> list[Path]:
     return sorted(
         p
         for d in spool_root.iterdir()
-        if d.is_dir()
+        if d.is_dir() and d.name != QUARANTINE_DIR  # undeliverable, perhaps unreadable
         for p in d.iterdir()
         if p.suffix in (OPEN_SUFFIX, CLOSED_SUFFIX)
     )
@@ -174,7 +174,7 @@ class SpoolIOLog:
         self._reason = "ok"
         self._tasks: list[asyncio.Task[None]] = []
         self._pii: dict[tuple[str, int], PiiRules | None] = {}
-        self._store = ModelStore(settings.model_store)
+        self._policies = PiiPolicies(ModelStore(settings.model_store), settings.pii_secret, metrics)
         self._deliver_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -224,29 +224,18 @@ class SpoolIOLog:
     def _pii_rules(self, model: str, version: int) -> PiiRules | None:
         key = (model, version)
         if key not in self._pii:
-            try:
-                m = self._store.manifest(model, version)
-            except StoreError:
-                rules = None
-            else:
-                features = {f.name: f.pii for f in m.features if f.pii is not None}
-                rules = None
-                if features or m.metadata_pii:
-                    if (
-                        PiiPolicy.HASH in (*features.values(), *m.metadata_pii.values())
-                        and not self.settings.pii_secret
-                    ):
-                        raise LogUnavailable(
-                            f"{model} v{version} hashes PII but VIGIL_PII_SECRET is not set"
-                        )
-                    rules = PiiRules(
-                        features, dict(m.metadata_pii), self.settings.pii_secret.encode()
-                    )
-            self._pii[key] = rules
+            # Raises (and caches nothing) while the policy cannot be read: fail closed.
+            self._pii[key] = self._policies.rules(model, version)
         return self._pii[key]
 
     async def append(self, record: IORecord) -> None:
-        pii = self._pii_rules(record.model, record.version)
+        try:
+            pii = self._pii_rules(record.model, record.version)
+        except LogUnavailable:  # its PII policy is unknown: never log it in clear
+            if self.settings.on_log_failure is not OnLogFailure.SERVE:
+                raise
+            self.metrics.iolog_unlogged.inc(record.rows)
+            return
         key = (record.model, record.version, record.sha256)
         schema = self._schemas.get(key)
         if schema is None:
@@ -256,8 +245,9 @@ class SpoolIOLog:
 
     async def append_rejected(self, record: RejectedRecord) -> None:
         # The client already gets an error; a log failure here is counted and visible.
+        error, body = self._policies.rejected(record)
         with contextlib.suppress(LogUnavailable):
-            await self._submit(encode_rejected(record), 1, REJECTED)
+            await self._submit(encode_rejected(record, error, body), 1, REJECTED)
 
     async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
         await self._submit(encode_feedback(model, time.time(), items), len(items), FEEDBACK)
