@@ -26,6 +26,8 @@ from service.metrics import Metrics
 V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"
 FEEDBACK_ENDPOINT = "feedback"
+# Metric label for a model or version the store does not know: one series, however many names.
+UNKNOWN_LABEL = "_unknown"
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -205,15 +207,16 @@ class DataPlane:
         started: float,
     ) -> None:
         """Count and log a request answered with an error. Never raises."""
+        model_label, version_label = self._labels(model, version)
         self.metrics.error(endpoint, kind)
         self.metrics.observe(
-            model or "-", version or "-", endpoint, status, time.perf_counter() - started, 0, None
+            model_label, version_label, endpoint, status, time.perf_counter() - started, 0, None
         )
         await self.iolog.append_rejected(
             RejectedRecord(
                 request_id=request_id,
                 received_at=time.time(),
-                model=model,
+                model=model_label,
                 version=version,
                 endpoint=endpoint,
                 status=status,
@@ -221,3 +224,19 @@ class DataPlane:
                 body_excerpt=body_excerpt,
             )
         )
+
+    def _labels(self, model: str, version: str) -> tuple[str, str]:
+        """Metric labels for a request's model and version: names the registry holds, else
+        ``_unknown``, so that requests for made-up names cannot add series without limit."""
+        state = self.registry.state(model)
+        if state is None:
+            return UNKNOWN_LABEL, (UNKNOWN_LABEL if version else "-")
+        if not version:
+            return model, "-"
+        try:
+            number = parse_version(version)
+        except VersionNotFoundError:
+            return model, UNKNOWN_LABEL
+        if number in state.loaded or number in state.failures:
+            return model, str(number)
+        return model, UNKNOWN_LABEL

@@ -62,10 +62,9 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
         request_id = getattr(request.state, "request_id", None) or new_request_id()
         if endpoint is not None:
             params = request.path_params
-            model = params.get("model", "")
             await dataplane.reject(
                 endpoint=endpoint,
-                model=model if model in dataplane.registry.models() else "_unknown",
+                model=str(params.get("model", "")),
                 version=str(params.get("version", "")),
                 status=err.status_code,
                 kind=err.kind,
