@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
     )
+    body_drain_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Of a body over max_body_bytes, up to this many more bytes are read and "
+        "dropped so that the client receives the 413 instead of a connection reset; larger "
+        "bodies (or a declared Content-Length above it) get the connection closed.",
+    )
+    body_drain_s: float = Field(
+        5.0, ge=0, description="Longest time spent reading and dropping a refused body."
+    )
     request_timeout_s: float = Field(
         30.0, gt=0, description="Requests running longer than this are answered 503."
     )

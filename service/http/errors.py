@@ -16,7 +16,8 @@ from model_store import errors as store_errors
 from service import errors
 from service.core.dataplane import DataPlane, new_request_id
 from service.core.registry import ModelNotReadyError, VersionInUseError, VersionLoadError
-from service.http.body import body_excerpt
+from service.http.body import body_excerpt, discard_unread
+from service.http.deps import runtime
 
 log = logging.getLogger("vigil.http")
 
@@ -72,6 +73,12 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
                 request_id=request_id,
                 body_excerpt=body_excerpt(request),
                 started=getattr(request.state, "started", time.perf_counter()),
+            )
+        if err.status_code == 413:
+            settings = runtime(request).settings
+            state = request.scope.get("state", {})
+            await discard_unread(
+                request.receive, state, settings.body_drain_bytes, settings.body_drain_s
             )
         headers = {"X-Request-ID": request_id}
         if err.status_code == 401:
