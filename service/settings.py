@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         "",
         description="Bearer token for the admin API; empty disables the admin API entirely.",
     )
+    feedback_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token required by POST /v1/feedback; empty: anyone may send labels "
+        "(recorded with source `anonymous`, `token` when set).",
+    )
     max_rows: int = Field(10_000, gt=0, description="Largest batch accepted in one request.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
@@ -152,4 +157,9 @@ class Settings(BaseSettings):
                 )
             if self.admin_token and len(self.admin_token) < 16:
                 raise ValueError("VIGIL_ADMIN_TOKEN must be at least 16 characters in production")
+            feedback_token = self.feedback_token.get_secret_value()
+            if feedback_token and len(feedback_token) < 16:
+                raise ValueError(
+                    "VIGIL_FEEDBACK_TOKEN must be at least 16 characters in production"
+                )
         return self

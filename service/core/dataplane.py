@@ -129,8 +129,9 @@ class DataPlane:
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started)
         return Result(out, request_id, header_len)
 
-    async def feedback(self, body: Any, started: float) -> int:
-        """Validate ground-truth labels against the model's classes and log them durably."""
+    async def feedback(self, body: Any, started: float, source: str) -> int:
+        """Validate ground-truth labels against the model's classes and log them durably, with
+        who sent them (``source``), beside any earlier label of the same row."""
         items = decode_feedback(body, self.max_rows)
         served = {name: st.default for name, st in self.registry.models().items() if st.default}
         by_model: dict[str, tuple[LoadedModel, list[tuple[str, int, str]]]] = {}
@@ -147,7 +148,7 @@ class DataPlane:
                 )
             by_model.setdefault(model.name, (model, []))[1].append((request_id, row, label))
         for model, rows in by_model.values():
-            await self.iolog.append_feedback(model.name, rows)
+            await self.iolog.append_feedback(model.name, rows, source)
             self.metrics.observe(
                 model.name, str(model.version), FEEDBACK_ENDPOINT, 200,
                 time.perf_counter() - started, len(rows), None,
