@@ -13,7 +13,7 @@ from service.core.dataplane import FEEDBACK_ENDPOINT
 from service.http.auth import check_bearer
 from service.http.body import read_json
 from service.http.deps import runtime
-from service.http.openapi import ERROR_RESPONSES
+from service.http.openapi import FEEDBACK_ERROR_RESPONSES
 
 router = APIRouter()
 # What the ``source`` of a logged label says: it came with VIGIL_FEEDBACK_TOKEN, or none is
@@ -72,7 +72,7 @@ _OK = {
     tags=["predict"],
     summary="Ground-truth labels for earlier predictions",
     openapi_extra=_BODY,
-    responses={200: _OK, **ERROR_RESPONSES},
+    responses={200: _OK, **FEEDBACK_ERROR_RESPONSES},
 )
 async def feedback(request: Request) -> Response:
     request.state.endpoint = FEEDBACK_ENDPOINT
