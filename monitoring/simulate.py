@@ -102,11 +102,14 @@ def run_simulation(
     drift: Mapping[str, float] | None = None,
     label_noise: float = 0.0,
     feedback: bool = False,
+    feedback_token: str = "",
     seed: int = 0,
     timeout: float = 30.0,
     on_rows: Callable[[int], None] | None = None,
 ) -> SimulationSummary:
-    """Send ``rows`` rows in requests of ``batch`` to ``POST /v1/models/{model}/predict``."""
+    """Send ``rows`` rows in requests of ``batch`` to ``POST /v1/models/{model}/predict``
+    (and labels with ``feedback_token`` as Bearer token, when the service requires one)."""
+    auth = {"Authorization": f"Bearer {feedback_token}"} if feedback_token else {}
     if rows < 1 or batch < 1:
         raise SimulationError("rows and batch must be at least 1")
     x, truth = traffic(rows, seed=seed, drift=drift)
@@ -127,12 +130,12 @@ def run_simulation(
                     for i in range(len(chunk))
                 ]
                 if len(pending) >= FEEDBACK_BATCH:
-                    _feedback(client, model, pending, summary)
+                    _feedback(client, model, pending, summary, auth)
                     pending = []
             if on_rows is not None:
                 on_rows(len(chunk))
         if pending:
-            _feedback(client, model, pending, summary)
+            _feedback(client, model, pending, summary, auth)
         summary.seconds = time.perf_counter() - started
     return summary
 
@@ -179,13 +182,17 @@ def _predict(
 
 
 def _feedback(
-    client: httpx.Client, model: str, labels: list[_Label], summary: SimulationSummary
+    client: httpx.Client,
+    model: str,
+    labels: list[_Label],
+    summary: SimulationSummary,
+    headers: dict[str, str],
 ) -> None:
     items = [
         {"request_id": x.request_id, "row": x.row, "label": x.label, "model": model} for x in labels
     ]
     try:
-        r = client.post("/v1/feedback", json=items)
+        r = client.post("/v1/feedback", json=items, headers=headers)
     except httpx.HTTPError as exc:
         summary.feedback_errors += 1
         _error(summary, f"feedback: {type(exc).__name__}: {exc}")

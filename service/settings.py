@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.durations import parse_duration
@@ -100,9 +100,24 @@ class Settings(BaseSettings):
         "",
         description="Bearer token for the admin API; empty disables the admin API entirely.",
     )
+    feedback_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token required by POST /v1/feedback; empty: anyone may send labels "
+        "(recorded with source `anonymous`, `token` when set).",
+    )
     max_rows: int = Field(10_000, gt=0, description="Largest batch accepted in one request.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
+    )
+    body_drain_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Of a body over max_body_bytes, up to this many more bytes are read and "
+        "dropped so that the client receives the 413 instead of a connection reset; larger "
+        "bodies (or a declared Content-Length above it) get the connection closed.",
+    )
+    body_drain_s: float = Field(
+        5.0, ge=0, description="Longest time spent reading and dropping a refused body."
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="Requests running longer than this are answered 503."
@@ -164,4 +179,9 @@ class Settings(BaseSettings):
                 )
             if self.admin_token and len(self.admin_token) < 16:
                 raise ValueError("VIGIL_ADMIN_TOKEN must be at least 16 characters in production")
+            feedback_token = self.feedback_token.get_secret_value()
+            if feedback_token and len(feedback_token) < 16:
+                raise ValueError(
+                    "VIGIL_FEEDBACK_TOKEN must be at least 16 characters in production"
+                )
         return self

@@ -32,9 +32,10 @@ from service.iolog.frames import (
 )
 from service.iolog.parquet_store import ParquetStore
 from service.iolog.postgres_store import PostgresStore, predictions_table_name
-from service.iolog.reader import read_predictions, read_rejected
+from service.iolog.reader import read_feedback, read_predictions, read_rejected
 from service.iolog.record import IORecord, RejectedRecord
 from service.iolog.retention import prune_store
+from service.iolog.schema import latest_labels
 from service.iolog.spool import spool_segments
 from service.settings import Settings
 from tests import pgserver
@@ -140,8 +141,13 @@ def test_redelivering_a_segment_adds_nothing_and_latest_label_wins(
     assert orjson.loads(df.loc[df["request_id"] == "b0", "metadata"].iloc[0]) == {
         "k": "nul\ufffdinside"
     }
-    fb = store.read_feedback(MODEL)
-    assert fb[[*KEY, "label"]].values.tolist() == [["a0", 0, "malignant"]]
+    fb = store.read_feedback(MODEL)  # every label, oldest first; the latest is in force
+    assert fb[[*KEY, "label"]].values.tolist() == [
+        ["a0", 0, "benign"],
+        ["a0", 0, "benign"],
+        ["a0", 0, "malignant"],
+    ]
+    assert latest_labels(fb)[[*KEY, "label"]].values.tolist() == [["a0", 0, "malignant"]]
 
 
 def test_reader_returns_the_same_frame_from_postgres_and_parquet(
@@ -185,6 +191,79 @@ def test_reader_returns_the_same_frame_from_postgres_and_parquet(
             for r in conn.execute(f'SELECT t::text FROM "{t}" t')
         )
     assert "ssn" in dump and not any(str(v) in dump or repr(v) in dump for v in ssn)
+
+
+def test_every_label_is_kept_with_time_and_source_and_the_latest_is_used(
+    pg_dsn: str, tmp_path: Path, home: Path
+) -> None:
+    """Two labels for one row (a poisoning attempt, then the fix) are both in the history of
+    either store; readers (export, drift, back-test) use the latest."""
+    now = float(int(time.time()) - 600)
+    blobs = [
+        _record("p", 1, np.ones((2, 3)), now, {}),
+        encode_feedback(MODEL, now + 1, [("p", 0, "benign"), ("p", 1, "benign")], "token"),
+        encode_feedback(MODEL, now + 2, [("p", 0, "malignant")], "anonymous"),
+        encode_feedback(MODEL, now + 3, [("p", 0, "benign")], "token"),
+    ]
+    late = [encode_feedback(MODEL, now + 0.5, [("p", 1, "malignant")], "anonymous")]
+    for name, store in (("pg", PostgresStore(pg_dsn)), ("pq", ParquetStore(tmp_path / "pq"))):
+        for _ in range(2):  # redelivered: no label twice
+            store.deliver(_frames(tmp_path, blobs), "s1")
+        store.deliver(_frames(tmp_path, late), "s2")  # older than what is there: kept, not used
+        settings = _settings(home, pg_dsn if name == "pg" else str(tmp_path / "pq"))
+        history = read_feedback(settings, MODEL)
+        assert history[[*KEY, "label", "source"]].values.tolist() == [
+            ["p", 1, "malignant", "anonymous"],
+            ["p", 0, "benign", "token"],
+            ["p", 1, "benign", "token"],
+            ["p", 0, "malignant", "anonymous"],
+            ["p", 0, "benign", "token"],
+        ], name
+        assert history["received_at"].is_monotonic_increasing
+        df = read_predictions(settings, MODEL)
+        assert df["label"].tolist() == ["benign", "benign"], name
+
+
+def test_a_feedback_table_from_before_history_is_migrated_once_by_concurrent_replicas(
+    pg_dsn: str, tmp_path: Path, home: Path
+) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the table as earlier versions made it
+        conn.execute(
+            """CREATE TABLE vigil_feedback (
+            model text NOT NULL, request_id text NOT NULL, "row" integer NOT NULL,
+            label text NOT NULL, received_at timestamptz NOT NULL,
+            PRIMARY KEY (model, request_id, "row"))"""
+        )
+        conn.execute(
+            "INSERT INTO vigil_feedback VALUES (%s, 'old', 0, 'benign', now() - interval '1 h')",
+            (MODEL,),
+        )
+    now = time.time()
+    errors: list[BaseException] = []
+
+    def replica(i: int) -> None:
+        frames = _frames(tmp_path, [encode_feedback(MODEL, now + i, [("old", 0, "malignant")])])
+        try:
+            PostgresStore(pg_dsn).deliver(frames, f"r{i}")
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    PostgresStore(pg_dsn).deliver(_frames(tmp_path, []), "again")  # a restart: nothing to do
+    history = read_feedback(_settings(home, pg_dsn), MODEL)
+    assert history["label"].tolist() == ["benign", *["malignant"] * 4]
+    assert history["source"].tolist() == ["unknown"] * 5  # frames written without a source
+    with psycopg.connect(pg_dsn) as conn:
+        key = conn.execute(
+            "SELECT array_length(conkey, 1) FROM pg_constraint "
+            "WHERE conrelid = 'vigil_feedback'::regclass AND contype = 'p'"
+        ).fetchall()
+    assert key == [(5,)]
 
 
 def test_replicas_delivering_a_new_model_at_once_all_land(pg_dsn: str, tmp_path: Path) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from model_store.demo import DEMO_MODEL
 from service.metrics import FLUSH_INTERVAL_S, LATENCY_BUCKETS, CounterBuffer, HistogramBuffer
@@ -99,3 +101,52 @@ def test_buffered_observations_scrape_exactly_like_direct_ones() -> None:
     assert b"lat_count{" in before and b'lat_count{ep="a"} 0.0' in before
     strip = re.compile(rb"^.*_created.*$", re.M)  # creation timestamps differ
     assert strip.sub(b"", generate_latest(buffered)) == strip.sub(b"", generate_latest(direct))
+
+
+def _labelled_series(text: str) -> set[str]:
+    """Series that carry a model or version label (the others do not depend on requests)."""
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in text.splitlines()
+        if line[:1] != "#" and ('model="' in line or 'version="' in line)
+    }
+
+
+def _made_up_requests(n: int, row: dict[str, float]) -> Iterator[tuple[str, object]]:
+    """``n`` requests naming models and versions the store does not have, on every path."""
+    rng = random.Random(7)
+    v1 = {"instances": [row]}
+    v2 = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1], "data": [0.0]}]}
+    for i in range(n):
+        name, number = f"m{rng.getrandbits(48):x}", str(rng.randrange(3, 10**9))
+        yield [
+            (f"/v1/models/{name}/predict", v1),
+            (f"/v1/models/{DEMO_MODEL}/versions/{number}/predict", v1),
+            (f"/v1/models/{name}/versions/{number}/predict", v1),
+            (f"/v1/models/{DEMO_MODEL}/versions/{name}/predict", v1),
+            (f"/v2/models/{name}/infer", v2),
+            (f"/v2/models/{DEMO_MODEL}/versions/{number}/infer", v2),
+            ("/v1/feedback", [{"request_id": name, "label": "x", "model": name}]),
+        ][i % 7]
+
+
+async def _post_all(app: ASGIApp, requests: Iterator[tuple[str, object]]) -> list[int]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vigil") as c:
+        return [(await c.post(path, json=body)).status_code for path, body in requests]
+
+
+def test_made_up_model_and_version_names_add_no_series(client: TestClient, rows: list) -> None:  # type: ignore[type-arg]
+    """Label values come only from the store: 10,000 requests for names it does not know are
+    counted under one ``_unknown`` value instead of a new series per name."""
+    for path, body in _made_up_requests(7, rows[0]):  # each kind once: the _unknown series
+        assert client.post(path, json=body).status_code == 404
+    before = _labelled_series(client.get("/metrics").text)
+    assert any('model="_unknown"' in s for s in before)
+    assert any(f'model="{DEMO_MODEL}",status="404",version="_unknown"' in s for s in before)
+    # In the app's own event loop (the client's portal), without a thread hop per request.
+    statuses = client.portal.call(_post_all, client.app, _made_up_requests(10_000, rows[0]))
+    assert set(statuses) == {404}
+    text = client.get("/metrics").text
+    assert _labelled_series(text) == before
+    assert _sample(text, "vigil_request_errors_total") == 10_007

@@ -14,6 +14,8 @@ import json
 import shutil
 import socket
 import time
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -152,6 +154,59 @@ def test_declared_length_over_the_limit_is_refused_before_reading(live: Live, pa
     live.rejected.append(path)
     assert status == 413, body
     assert "800000000 bytes exceed the limit" in body["error"]
+
+
+def _body_14mb(chunked: bool) -> bytes | Iterator[bytes]:
+    body = b'{"instances": [' + b" " * (14 * 1024 * 1024) + b"]}"
+    if not chunked:
+        return body
+    return (body[i : i + 65536] for i in range(0, len(body), 65536))
+
+
+def _urllib_post(url: str, body: bytes | Iterator[bytes]) -> tuple[int, dict[str, str]]:
+    """urllib sends the whole body before it reads the answer (chunked when it is an iterator)."""
+    request = urllib.request.Request(url, data=body, headers=JSON, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def _httpx_post(url: str, body: bytes | Iterator[bytes]) -> tuple[int, dict[str, str]]:
+    r = httpx.post(url, content=body, headers=JSON, timeout=60)
+    return r.status_code, r.json()
+
+
+@pytest.mark.parametrize("post", [_urllib_post, _httpx_post], ids=["urllib", "httpx"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("path", [V1, V2, FEEDBACK])
+def test_a_14mb_body_gets_its_413_not_a_connection_reset(
+    live: Live, path: str, chunked: bool, post: Callable[..., tuple[int, dict[str, str]]]
+) -> None:
+    """The rest of a too-large body is read and dropped (VIGIL_BODY_DRAIN_BYTES), so clients
+    that only read once they have sent everything receive the answer."""
+    status, body = post(live.server.url + path, _body_14mb(chunked))
+    live.rejected.append(path)
+    assert status == 413, body
+    assert set(body) == {"error"} and "8388608" in body["error"], body
+
+
+def test_after_a_refused_body_the_connection_serves_the_next_request(live: Live) -> None:
+    url = urlsplit(live.server.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=60)
+    try:
+        conn.request("POST", V1, body=_body_14mb(chunked=False), headers=JSON)
+        refused = conn.getresponse()
+        assert refused.status == 413, refused.read()
+        refused.read()
+        sock = conn.sock
+        conn.request("POST", V1, body=orjson.dumps({"instances": [live.row]}), headers=JSON)
+        assert conn.getresponse().status == 200
+        assert conn.sock is sock, "the server closed the connection after the 413"
+    finally:
+        conn.close()
+    live.rejected.append(V1)
 
 
 def test_million_row_v2_batch_compressed_is_413_not_inflated(live: Live) -> None:

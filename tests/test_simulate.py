@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from monitoring.simulate import SimulationError, noisy_labels, run_simulation, traffic
 from service.cli.monitoring import app
-from service.iolog.reader import read_predictions
+from service.iolog.reader import read_feedback, read_predictions
 from service.settings import Settings
 from tests.conftest import MODEL
 from tests.servers import VigilServer, free_port
@@ -44,15 +44,17 @@ def test_label_noise_flips_about_the_requested_share() -> None:
 def test_cli_sends_traffic_and_feedback_that_land_in_the_log(
     vigil_server: Callable[..., VigilServer], settings: Settings
 ) -> None:
-    server = vigil_server()
+    token = {"VIGIL_FEEDBACK_TOKEN": "simulate-feedback-token-0b7d"}  # the server requires it
+    server = vigil_server(env=token)
     args = ["simulate", "--model", MODEL, "--rows", "120", "--batch", "7", "--url", server.url]
-    result = CliRunner().invoke(app, [*args, "--feedback", "--label-noise", "0.25"])
+    result = CliRunner().invoke(app, [*args, "--feedback", "--label-noise", "0.25"], env=token)
     assert result.exit_code == 0, result.output
     assert "sent 120 rows in 18 requests" in result.output and "0 errors" in result.output
     logged = read_predictions(settings, MODEL)
     assert len(logged) == 120 and logged["label"].notna().all()
     agree = (logged["label"] == logged["prediction"]).mean()
     assert 0.55 < agree < 0.9  # a quarter of the labels were flipped
+    assert set(read_feedback(settings, MODEL)["source"]) == {"token"}
 
 
 def test_unreachable_service_is_a_clear_error() -> None:

@@ -49,6 +49,44 @@ def export(
     console.print(f"exported {len(df)} rows ({labelled} labelled) of {model} to {out}")
 
 
+@logs_app.command("feedback")
+def feedback_history(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    request_id: Annotated[Optional[str], typer.Option(help="Only this request's labels.")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option(help="Write .parquet or .csv instead.")] = None,  # noqa: UP045
+) -> None:
+    """Every label received (time, source), oldest first; `in_force` marks the one used.
+
+    A wrong or malicious label is undone by sending the right one again: the latest wins.
+    """
+    from service.iolog.reader import read_feedback
+    from service.iolog.schema import latest_labels
+
+    df = read_feedback(Settings(), model)
+    if request_id is not None:
+        df = df[df["request_id"] == request_id].reset_index(drop=True)
+    df["in_force"] = df.index.isin(latest_labels(df).index)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".parquet":
+            df.to_parquet(out, index=False)
+        else:
+            df.to_csv(out, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+    else:
+        table = Table("received_at", "request_id", "row", "label", "source", "in_force")
+        for r in df.itertuples(index=False):
+            table.add_row(
+                f"{r.received_at:%Y-%m-%d %H:%M:%S.%f}", r.request_id, str(r.row), r.label,
+                r.source, "yes" if r.in_force else "",
+            )  # fmt: skip
+        Console().print(table)
+    relabelled = len(df) - int(df["in_force"].sum())
+    console.print(
+        f"{len(df)} labels of {model} for {int(df['in_force'].sum())} rows "
+        f"({relabelled} superseded by a later label)"
+    )
+
+
 @logs_app.command("prune")
 def prune(
     older_than: Annotated[str, typer.Option(help="Delete records older than this, e.g. 30d.")],

@@ -219,6 +219,7 @@ def simulate(
                 drift=shifts,
                 label_noise=label_noise,
                 feedback=feedback,
+                feedback_token=Settings().feedback_token.get_secret_value(),
                 seed=seed,
                 on_rows=lambda n: progress.advance(task, n),
             )

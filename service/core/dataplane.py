@@ -26,6 +26,8 @@ from service.metrics import Metrics
 V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"
 FEEDBACK_ENDPOINT = "feedback"
+# Metric label for a model or version the store does not know: one series, however many names.
+UNKNOWN_LABEL = "_unknown"
 
 
 @dataclass(slots=True)
@@ -126,8 +128,9 @@ class DataPlane:
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started)
         return Result(out, request_id, header_len)
 
-    async def feedback(self, body: Any, started: float) -> int:
-        """Validate ground-truth labels against the model's classes and log them durably."""
+    async def feedback(self, body: Any, started: float, source: str) -> int:
+        """Validate ground-truth labels against the model's classes and log them durably, with
+        who sent them (``source``), beside any earlier label of the same row."""
         items = decode_feedback(body, self.max_rows)
         served = {name: st.default for name, st in self.registry.models().items() if st.default}
         by_model: dict[str, tuple[LoadedModel, list[tuple[str, int, str]]]] = {}
@@ -144,7 +147,7 @@ class DataPlane:
                 )
             by_model.setdefault(model.name, (model, []))[1].append((request_id, row, label))
         for model, rows in by_model.values():
-            await self.iolog.append_feedback(model.name, rows)
+            await self.iolog.append_feedback(model.name, rows, source)
             self.metrics.observe(
                 model.name, str(model.version), FEEDBACK_ENDPOINT, 200,
                 time.perf_counter() - started, len(rows), None,
@@ -204,15 +207,16 @@ class DataPlane:
         started: float,
     ) -> None:
         """Count and log a request answered with an error. Never raises."""
+        model_label, version_label = self._labels(model, version)
         self.metrics.error(endpoint, kind)
         self.metrics.observe(
-            model or "-", version or "-", endpoint, status, time.perf_counter() - started, 0, None
+            model_label, version_label, endpoint, status, time.perf_counter() - started, 0, None
         )
         await self.iolog.append_rejected(
             RejectedRecord(
                 request_id=request_id,
                 received_at=time.time(),
-                model=model,
+                model=model_label,
                 version=version,
                 endpoint=endpoint,
                 status=status,
@@ -220,3 +224,19 @@ class DataPlane:
                 body=body,
             )
         )
+
+    def _labels(self, model: str, version: str) -> tuple[str, str]:
+        """Metric labels for a request's model and version: names the registry holds, else
+        ``_unknown``, so that requests for made-up names cannot add series without limit."""
+        state = self.registry.state(model)
+        if state is None:
+            return UNKNOWN_LABEL, (UNKNOWN_LABEL if version else "-")
+        if not version:
+            return model, "-"
+        try:
+            number = parse_version(version)
+        except VersionNotFoundError:
+            return model, UNKNOWN_LABEL
+        if number in state.loaded or number in state.failures:
+            return model, str(number)
+        return model, UNKNOWN_LABEL

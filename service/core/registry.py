@@ -151,6 +151,10 @@ class ModelRegistry:
                 log.exception("alias refresh failed")
 
     # -- status ------------------------------------------------------------------------------
+    def state(self, model: str) -> ModelState | None:
+        """The model's state if the store knew the name when asked (no copy, unlike models)."""
+        return self._models.get(model)
+
     def models(self) -> dict[str, ModelState]:
         return dict(self._models)
 

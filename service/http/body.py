@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any
 
@@ -13,6 +14,8 @@ from service.core.jsonparse import parse_json
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 BODY_STATE = "vigil_body"
+# Bytes of a refused body still to come: -1 when unknown (chunked), absent when none.
+UNREAD_STATE = "vigil_body_unread"
 _JSON_TYPES = frozenset({"application/json", ""})
 RawHeaders = dict[bytes, bytes]  # ASGI header names are lower-case bytes
 
@@ -41,6 +44,7 @@ async def receive_body(
         if not declared.isdigit():
             raise BadRequest("Content-Length: not a number")
         if int(declared) > max_bytes:
+            state[UNREAD_STATE] = int(declared)
             raise PayloadTooLarge(
                 f"body: {declared.decode()} bytes exceed the limit of {max_bytes}"
             )
@@ -53,6 +57,8 @@ async def receive_body(
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
+            if message.get("more_body", False):
+                state[UNREAD_STATE] = int(declared) - size if declared is not None else -1
             raise PayloadTooLarge(f"body: more than {max_bytes} bytes (the limit)")
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -65,6 +71,38 @@ async def receive_body(
         raise UnsupportedMediaType(f"Content-Encoding: {encoding!r} is not supported; use gzip")
     state[BODY_STATE] = body
     return body
+
+
+async def discard_unread(
+    receive: Receive, state: dict[str, Any], max_bytes: int, max_seconds: float
+) -> bool:
+    """Read and drop the rest of a refused body, as nginx's lingering close does; True if it
+    was read to its end.
+
+    Clients such as urllib send the whole body before they read the answer, and ask for the
+    connection to be closed after it: closing it with the body half-read makes the kernel reset
+    it, and they see ``Connection reset by peer`` instead of the 413. Reading on costs the
+    bandwidth of the rest of the body, so only up to ``max_bytes`` and ``max_seconds``; past
+    them the connection is closed as before.
+    """
+    unread = state.pop(UNREAD_STATE, None)
+    if unread is None:
+        return True
+    if unread > max_bytes:
+        return False  # declared too large to be worth reading: close at once
+    read = 0
+    try:
+        async with asyncio.timeout(max_seconds):
+            while read <= max_bytes:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                read += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+    except TimeoutError:
+        pass
+    return False
 
 
 def _gunzip(body: bytes, max_bytes: int) -> bytes:

@@ -16,7 +16,8 @@ from model_store import errors as store_errors
 from service import errors
 from service.core.dataplane import DataPlane, new_request_id
 from service.core.registry import ModelNotReadyError, VersionInUseError, VersionLoadError
-from service.http.body import request_body
+from service.http.body import discard_unread, request_body
+from service.http.deps import runtime
 
 log = logging.getLogger("vigil.http")
 
@@ -62,10 +63,9 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
         request_id = getattr(request.state, "request_id", None) or new_request_id()
         if endpoint is not None:
             params = request.path_params
-            model = params.get("model", "")
             await dataplane.reject(
                 endpoint=endpoint,
-                model=model if model in dataplane.registry.models() else "_unknown",
+                model=str(params.get("model", "")),
                 version=str(params.get("version", "")),
                 status=err.status_code,
                 kind=err.kind,
@@ -73,6 +73,12 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
                 request_id=request_id,
                 body=request_body(request),
                 started=getattr(request.state, "started", time.perf_counter()),
+            )
+        if err.status_code == 413:
+            settings = runtime(request).settings
+            state = request.scope.get("state", {})
+            await discard_unread(
+                request.receive, state, settings.body_drain_bytes, settings.body_drain_s
             )
         headers = {"X-Request-ID": request_id}
         if err.status_code == 401:

@@ -19,7 +19,7 @@ _ERROR = {
 }
 _ERROR_DESCRIPTIONS = {
     400: "Malformed request (JSON syntax, headers)",
-    401: "Missing or wrong admin token",
+    401: "Missing or wrong bearer token (admin API; feedback when VIGIL_FEEDBACK_TOKEN is set)",
     404: "Unknown model, version or route; admin API disabled",
     409: "Conflicting state change",
     413: "Body or batch too large",
@@ -42,6 +42,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # What a prediction or feedback request can be answered with besides 200.
 ERROR_RESPONSES = error_responses(400, 404, 413, 415, 422, 503)
+FEEDBACK_ERROR_RESPONSES = error_responses(400, 401, 404, 413, 415, 422, 503)
 ADMIN_ERROR_RESPONSES = error_responses(400, 401, 404, 409, 413, 415, 422, 503)
 ADMIN_SECURITY = "adminBearer"
 V1_RESPONSE: dict[str, Any] = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -12,7 +11,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.core.dataplane import parse_version
-from service.errors import InvalidInput, NotFound, Unauthorized
+from service.errors import InvalidInput, NotFound
+from service.http.auth import check_bearer
 from service.http.body import read_json
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ADMIN_ERROR_RESPONSES, PROMOTE_BODY
@@ -23,12 +23,7 @@ def require_admin(request: Request) -> Runtime:
     token = rt.settings.admin_token
     if not token:
         raise NotFound("the admin API is disabled: set VIGIL_ADMIN_TOKEN to enable it")
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise Unauthorized("admin API: send Authorization: Bearer <VIGIL_ADMIN_TOKEN>")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized("admin API: wrong token")
+    check_bearer(request, token, "admin API", "VIGIL_ADMIN_TOKEN")
     return rt
 
 

@@ -14,8 +14,11 @@ class IOLog(Protocol):
 
     async def append_rejected(self, record: RejectedRecord) -> None: ...
 
-    async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
-        """Durably record ground-truth labels: (request_id, row, label) per item."""
+    async def append_feedback(
+        self, model: str, items: list[tuple[str, int, str]], source: str
+    ) -> None:
+        """Durably record ground-truth labels, (request_id, row, label) per item, and who sent
+        them (``source``: ``token`` or ``anonymous``, as ``POST /v1/feedback`` decides)."""
 
     def health(self) -> tuple[bool, str]:
         """(healthy, reason)."""
@@ -36,7 +39,9 @@ class DisabledIOLog:
     async def append_rejected(self, record: RejectedRecord) -> None:
         return None
 
-    async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
+    async def append_feedback(
+        self, model: str, items: list[tuple[str, int, str]], source: str
+    ) -> None:
         raise LogUnavailable("feedback needs the I/O log, which is disabled (VIGIL_IOLOG_ENABLED)")
 
     def health(self) -> tuple[bool, str]:

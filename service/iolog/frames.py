@@ -34,6 +34,8 @@ _HEAD = struct.Struct("<4sIII")
 PREDICTIONS = "predictions"
 REJECTED = "rejected"
 FEEDBACK = "feedback"
+# Source of labels whose sender was not recorded (frames and tables from before sources).
+UNKNOWN_SOURCE = "unknown"
 _KIND = {"p": PREDICTIONS, "r": REJECTED, "f": FEEDBACK, "s": "schema"}
 
 
@@ -164,8 +166,11 @@ def encode_rejected(record: RejectedRecord, error: str, body: str) -> bytes:
     return _frame(header, b"")
 
 
-def encode_feedback(model: str, received_at: float, items: list[tuple[str, int, str]]) -> bytes:
-    return _frame({"t": "f", "model": model, "ts": received_at, "items": items}, b"")
+def encode_feedback(
+    model: str, received_at: float, items: list[tuple[str, int, str]], source: str = UNKNOWN_SOURCE
+) -> bytes:
+    header = {"t": "f", "model": model, "ts": received_at, "items": items, "src": source}
+    return _frame(header, b"")
 
 
 @dataclass(slots=True)

@@ -4,7 +4,10 @@ vigil_predictions_<model>  one table per model: request_id, row, received_at, ve
     endpoint, status, latency_s, prediction, metadata (jsonb), one column per feature (double
     precision; PII-hashed: text) and per class (proba_<class>); PRIMARY KEY (request_id, row)
 vigil_rejected    request_id, received_at, model, version, endpoint, status, error, body
-vigil_feedback    model, request_id, row, label, received_at: the latest label per row
+vigil_feedback    model, request_id, row, label, received_at, source, item: every label sent
+    (history, so that a wrong or malicious one can be seen and undone); readers take the latest
+    per row. ``item`` is the label's place in its request: with received_at, it keeps two labels
+    of one row sent together apart, and the later one wins
 vigil_log_columns which columns each (model, version) logs, in order, for readers
 
 A segment goes in one transaction: COPY into a temporary staging table, then INSERT … SELECT …
@@ -35,7 +38,7 @@ import pyarrow.csv as pcsv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, Frame
+from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, UNKNOWN_SOURCE, Frame
 from service.iolog.schema import (
     FEEDBACK_SCHEMA,
     REJECTED_SCHEMA,
@@ -73,6 +76,14 @@ _HEAD = [  # (column, type) every predictions table starts with, in the Parquet 
     ("latency_s", "double precision"),
 ]
 _TAIL = [("prediction", "text"), ("metadata", "jsonb")]
+_FEEDBACK_KEY = '(model, request_id, "row", received_at, item)'
+# Tables made before feedback history kept one label per (model, request_id, row): add the
+# columns, widen the key. Each step is a no-op once done; replicas run it under the DDL lock.
+_FEEDBACK_MIGRATION = [
+    f"ALTER TABLE {FEEDBACK_TABLE} "
+    f"ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '{UNKNOWN_SOURCE}'",
+    f"ALTER TABLE {FEEDBACK_TABLE} ADD COLUMN IF NOT EXISTS item integer NOT NULL DEFAULT 0",
+]
 _BASE_DDL = [
     f"""CREATE TABLE IF NOT EXISTS {REJECTED_TABLE} (
         request_id text NOT NULL, received_at timestamptz NOT NULL, model text, version text,
@@ -82,7 +93,8 @@ _BASE_DDL = [
     f"""CREATE TABLE IF NOT EXISTS {FEEDBACK_TABLE} (
         model text NOT NULL, request_id text NOT NULL, "row" integer NOT NULL,
         label text NOT NULL, received_at timestamptz NOT NULL,
-        PRIMARY KEY (model, request_id, "row"))""",
+        source text NOT NULL DEFAULT '{UNKNOWN_SOURCE}', item integer NOT NULL DEFAULT 0,
+        PRIMARY KEY {_FEEDBACK_KEY})""",
     f"""CREATE TABLE IF NOT EXISTS {COLUMNS_TABLE} (
         model text NOT NULL, version integer NOT NULL, position integer NOT NULL,
         name text NOT NULL, pg_name text NOT NULL, kind text NOT NULL,
@@ -208,6 +220,7 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
             for ddl in _BASE_DDL:
                 conn.execute(ddl)
+            _migrate_feedback(conn)
         self._base_ready = True
 
     def _ensure_version(
@@ -360,31 +373,26 @@ class PostgresStore:
         return int(table.num_rows)
 
     def _insert_feedback(self, cur: psycopg.Cursor[Any], groups: dict[Any, list[Frame]]) -> int:
+        """Every label is kept; a redelivered segment has the same keys and adds nothing."""
         parts = []
         for (model, _day), frames in groups.items():
             t = feedback_table(frames)
-            parts.append(t.append_column("model", pa.array([model] * t.num_rows, pa.string())))
+            item = np.concatenate([np.arange(len(f.header["items"])) for f in frames])
+            t = t.append_column("model", pa.array([model] * t.num_rows, pa.string()))
+            parts.append(t.append_column("item", pa.array(item.astype(np.int32))))
         table = pa.concat_tables(parts)
-        # seq keeps "the later item wins" for two labels of one row in the same instant.
-        table = table.append_column("seq", pa.array(np.arange(table.num_rows, dtype=np.int64)))
         cur.execute(f"LOCK TABLE {FEEDBACK_TABLE} IN ROW EXCLUSIVE MODE")
         cur.execute(
-            f"CREATE TEMP TABLE vigil_stage_feedback (LIKE {FEEDBACK_TABLE}, seq bigint) "
-            "ON COMMIT DROP"
+            f"CREATE TEMP TABLE vigil_stage_feedback (LIKE {FEEDBACK_TABLE}) ON COMMIT DROP"
         )
         self._copy_in(cur, "vigil_stage_feedback", table, table.column_names)
+        columns = _ident_list(table.column_names)
         cur.execute(
-            sql.SQL("""INSERT INTO {t} (model, request_id, "row", label, received_at)
-            SELECT DISTINCT ON (model, request_id, "row") model, request_id, "row", label,
-                   received_at
-            FROM vigil_stage_feedback
-            ORDER BY model, request_id, "row", received_at DESC, seq DESC
-            ON CONFLICT (model, request_id, "row") DO UPDATE
-            SET label = EXCLUDED.label, received_at = EXCLUDED.received_at
-            WHERE EXCLUDED.received_at >= {t}.received_at""").format(
-                t=sql.Identifier(FEEDBACK_TABLE)
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM vigil_stage_feedback "
+                    "ON CONFLICT DO NOTHING").format(
+                sql.Identifier(FEEDBACK_TABLE), columns, columns
             )
-        )
+        )  # fmt: skip
         return int(table.num_rows)
 
     # -- reading ---------------------------------------------------------------------------
@@ -418,9 +426,11 @@ class PostgresStore:
         return table.set_column(i, "metadata", _compact_json(table.column(i))).to_pandas()
 
     def read_feedback(self, model: str) -> pd.DataFrame:
-        query = sql.SQL('SELECT request_id, "row", label, {} FROM {} WHERE model = %s').format(
-            _epoch_us("received_at"), sql.Identifier(FEEDBACK_TABLE)
-        )
+        """Every label of the model, in the order received (ties: in the order sent)."""
+        query = sql.SQL(
+            'SELECT request_id, "row", label, {}, source FROM {} WHERE model = %s '
+            "ORDER BY received_at, item"
+        ).format(_epoch_us("received_at"), sql.Identifier(FEEDBACK_TABLE))
         with self._reading() as conn:
             if not _exists(conn, FEEDBACK_TABLE):
                 return FEEDBACK_SCHEMA.empty_table().to_pandas()
@@ -475,6 +485,27 @@ class PostgresStore:
                 )
                 counts[key] = cur.rowcount
         return counts
+
+
+def _migrate_feedback(conn: psycopg.Connection[Any]) -> None:
+    """Give a feedback table from before label history its columns and its wider key."""
+    for ddl in _FEEDBACK_MIGRATION:
+        conn.execute(ddl)
+    row = conn.execute(
+        "SELECT conname, array_length(conkey, 1) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype = 'p'",
+        (FEEDBACK_TABLE,),
+    ).fetchone()
+    if row is not None and row[1] == 5:
+        return
+    if row is not None:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(FEEDBACK_TABLE), sql.Identifier(row[0])
+            )
+        )
+    conn.execute(f"ALTER TABLE {FEEDBACK_TABLE} ADD PRIMARY KEY {_FEEDBACK_KEY}")
+    log.info("migrated %s to keep every label (history)", FEEDBACK_TABLE)
 
 
 # -- helpers for reading ---------------------------------------------------------------------

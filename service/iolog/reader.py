@@ -17,8 +17,10 @@ from service.iolog.parquet_store import ParquetStore
 from service.iolog.schema import (
     FEEDBACK_SCHEMA,
     REJECTED_SCHEMA,
+    conform_feedback,
     feedback_table,
     group_frames,
+    latest_labels,
     predictions_table,
     rejected_table,
 )
@@ -123,7 +125,7 @@ def read_predictions(
         if fb.empty:
             df["label"] = None
         else:
-            fb = fb.sort_values("received_at").drop_duplicates(KEY, keep="last")
+            fb = latest_labels(fb)
             df = df.merge(fb[[*KEY, "label"]], on=KEY, how="left")
             df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
     return df
@@ -140,6 +142,8 @@ def _empty_predictions(with_labels: bool) -> pd.DataFrame:
 
 
 def read_feedback(settings: Settings, model: str) -> pd.DataFrame:
+    """Every label received for the model (its history), in the order received; the one in
+    force per row is ``latest_labels(read_feedback(…))``."""
     _, _, fb = group_frames(_spool_frames(settings, FEEDBACK))  # spool first, as above
     tables = [feedback_table(frames) for (m, _d), frames in fb.items() if m == model]
     if is_postgres(settings):
@@ -149,10 +153,14 @@ def read_feedback(settings: Settings, model: str) -> pd.DataFrame:
         tables.append(pa.Table.from_pandas(stored, schema=FEEDBACK_SCHEMA, preserve_index=False))
     else:
         parquet = ParquetStore(Path(settings.log_store_url))
-        tables += [_read_parquet(f) for f in parquet.feedback_files(model)]
+        tables += [conform_feedback(_read_parquet(f)) for f in parquet.feedback_files(model)]
     if not tables:
         return FEEDBACK_SCHEMA.empty_table().to_pandas()
-    return pa.concat_tables(tables).to_pandas()
+    df = pa.concat_tables(tables).to_pandas()
+    # A segment delivered between the two reads is seen twice: keep one copy (the last, so
+    # that labels sent in one instant keep their order).
+    df = df.sort_values("received_at", kind="stable").drop_duplicates(keep="last")
+    return df.reset_index(drop=True)
 
 
 def read_rejected(

@@ -4,7 +4,8 @@ predictions (partitioned model=/version=/date=): request_id, row, received_at, s
   status, latency_s, <feature…> (float64; PII-hashed features as string), prediction,
   proba_<class…> (float64), metadata (JSON string)
 rejected (partitioned date=): request_id, received_at, model, version, endpoint, status, error, body
-feedback (partitioned model=/date=): request_id, row, label, received_at
+feedback (partitioned model=/date=): request_id, row, label, received_at, source; every label
+  ever sent is kept (history), readers use the latest per (request_id, row): ``latest_labels``
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from service.iolog.frames import Frame
+from service.iolog.frames import UNKNOWN_SOURCE, Frame
+
+if TYPE_CHECKING:
+    import pandas as pd  # the writer side (deliverer) does without pandas
 
 RESERVED_COLUMNS = frozenset(
     {
@@ -45,6 +49,7 @@ FEEDBACK_SCHEMA = pa.schema(
         ("row", pa.int32()),
         ("label", pa.string()),
         ("received_at", TS),
+        ("source", pa.string()),
     ]
 )
 
@@ -131,16 +136,38 @@ def rejected_table(frames: list[Frame]) -> pa.Table:
 
 
 def feedback_table(frames: list[Frame]) -> pa.Table:
-    items = [(i[0], i[1], i[2], f.header["ts"]) for f in frames for i in f.header["items"]]
+    """Labels in the order they were sent (readers rely on it to break ties in time)."""
+    items = [
+        (i[0], i[1], i[2], f.header["ts"], f.header.get("src", UNKNOWN_SOURCE))
+        for f in frames
+        for i in f.header["items"]
+    ]
     return pa.table(
         {
             "request_id": [i[0] for i in items],
             "row": pa.array([i[1] for i in items], pa.int32()),
             "label": [i[2] for i in items],
             "received_at": _ts(np.array([i[3] for i in items], dtype=np.float64)),
+            "source": [i[4] for i in items],
         },
         schema=FEEDBACK_SCHEMA,
     )
+
+
+def conform_feedback(table: pa.Table) -> pa.Table:
+    """A feedback table in FEEDBACK_SCHEMA; files written before sources get ``unknown``."""
+    if "source" not in table.column_names:
+        source = pa.array([UNKNOWN_SOURCE] * table.num_rows, pa.string())
+        table = table.append_column("source", source)
+    return table.select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA)
+
+
+def latest_labels(feedback: pd.DataFrame) -> pd.DataFrame:
+    """The label each (request_id, row) holds now: the latest received; of labels received in
+    the same instant, the one sent last. ``feedback`` lists labels in the order they were sent
+    within each instant (as ``feedback_table`` and the stores' readers give them)."""
+    ordered = feedback.sort_values("received_at", kind="stable")
+    return ordered.drop_duplicates(["request_id", "row"], keep="last")
 
 
 def group_frames(

@@ -249,8 +249,11 @@ class SpoolIOLog:
         with contextlib.suppress(LogUnavailable):
             await self._submit(encode_rejected(record, error, body), 1, REJECTED)
 
-    async def append_feedback(self, model: str, items: list[tuple[str, int, str]]) -> None:
-        await self._submit(encode_feedback(model, time.time(), items), len(items), FEEDBACK)
+    async def append_feedback(
+        self, model: str, items: list[tuple[str, int, str]], source: str
+    ) -> None:
+        frame = encode_feedback(model, time.time(), items, source)
+        await self._submit(frame, len(items), FEEDBACK)
 
     async def _submit(self, frame: bytes, rows: int, table: str) -> None:
         loop = asyncio.get_running_loop()
