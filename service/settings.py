@@ -92,12 +92,12 @@ class Settings(BaseSettings):
         description="Delivery attempts (one per round) before a segment that fails by its own "
         "fault, not the store's, moves to <spool>/quarantine/ so later segments are delivered.",
     )
-    pii_secret: str = Field(
-        "", description="Key for HMAC-SHA256 hashing of features marked PII `hash`."
+    pii_secret: SecretStr = Field(
+        SecretStr(""), description="Key for HMAC-SHA256 hashing of features marked PII `hash`."
     )
     metrics_enabled: bool = Field(True, description="Export Prometheus metrics at /metrics.")
-    admin_token: str = Field(
-        "",
+    admin_token: SecretStr = Field(
+        SecretStr(""),
         description="Bearer token for the admin API; empty disables the admin API entirely.",
     )
     feedback_token: SecretStr = Field(
@@ -177,7 +177,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "VIGIL_TRAIN_DEMO_IF_EMPTY must be false when VIGIL_ENVIRONMENT=production"
                 )
-            if self.admin_token and len(self.admin_token) < 16:
+            admin_token = self.admin_token.get_secret_value()
+            if admin_token and len(admin_token) < 16:
                 raise ValueError("VIGIL_ADMIN_TOKEN must be at least 16 characters in production")
             feedback_token = self.feedback_token.get_secret_value()
             if feedback_token and len(feedback_token) < 16:

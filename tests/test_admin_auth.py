@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from model_store.store import ModelStore
@@ -51,7 +52,7 @@ def test_admin_api_is_absent_without_a_configured_token(
 
 @pytest.fixture
 def admin_client(settings: Settings) -> Iterator[TestClient]:
-    app: FastAPI = create_app(settings.model_copy(update={"admin_token": TOKEN}))
+    app: FastAPI = create_app(settings.model_copy(update={"admin_token": SecretStr(TOKEN)}))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from model_store.demo import DEMO_MODEL
@@ -82,7 +83,7 @@ def test_admin_promote_on_a_read_only_store_is_a_clear_409(
     read_only_store: Path,
     rows: list,  # type: ignore[type-arg]
 ) -> None:
-    app = create_app(settings.model_copy(update={"admin_token": "t" * 24}))
+    app = create_app(settings.model_copy(update={"admin_token": SecretStr("t" * 24)}))
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.post(
             f"/v1/admin/models/{DEMO_MODEL}/promote",

@@ -20,7 +20,7 @@ from service.http.openapi import ADMIN_ERROR_RESPONSES, PROMOTE_BODY
 
 def require_admin(request: Request) -> Runtime:
     rt = runtime(request)
-    token = rt.settings.admin_token
+    token = rt.settings.admin_token.get_secret_value()
     if not token:
         raise NotFound("the admin API is disabled: set VIGIL_ADMIN_TOKEN to enable it")
     check_bearer(request, token, "admin API", "VIGIL_ADMIN_TOKEN")

@@ -174,7 +174,9 @@ class SpoolIOLog:
         self._reason = "ok"
         self._tasks: list[asyncio.Task[None]] = []
         self._pii: dict[tuple[str, int], PiiRules | None] = {}
-        self._policies = PiiPolicies(ModelStore(settings.model_store), settings.pii_secret, metrics)
+        self._policies = PiiPolicies(
+            ModelStore(settings.model_store), settings.pii_secret.get_secret_value(), metrics
+        )
         self._deliver_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
