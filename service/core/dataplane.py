@@ -84,7 +84,8 @@ class DataPlane:
         started: float,
     ) -> Result:
         """``raw``: the JSON body as received; decoding is typed by the model's features."""
-        model = self.registry.get(model_name, parse_version(version))
+        v = parse_version(version)
+        model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
         req = decode_v1_json(raw, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)
@@ -118,7 +119,8 @@ class DataPlane:
     ) -> Result:
         """``head``: the JSON part of the body as received; ``binary``: the tensor bytes after
         it (binary data extension), empty without."""
-        model = self.registry.get(model_name, parse_version(version))
+        v = parse_version(version)
+        model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
         req = decode_v2_json(head, binary, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)
