@@ -24,6 +24,7 @@ from model_store.errors import (
     StoreReadOnlyError,
     VersionNotFoundError,
 )
+from model_store.log_columns import check_feature_names
 from model_store.manifest import Manifest
 
 MODEL_FILE = "model.onnx"
@@ -200,6 +201,7 @@ class ModelStore:
             for _ in range(100):
                 version = max(self.versions(name), default=0) + 1
                 manifest = build_manifest(version, sha)
+                check_feature_names(manifest.feature_names)  # the registration helpers check first
                 (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
                 try:
                     os.rename(tmp, mdir / str(version))
