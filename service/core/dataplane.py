@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"
 FEEDBACK_ENDPOINT = "feedback"
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
+_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only, matched whole (no trailing newline)
 
 
 @dataclass(slots=True)
@@ -48,7 +50,7 @@ def new_request_id() -> str:
 def parse_version(version: str | None) -> int | None:
     if version is None:
         return None
-    if not (version.isascii() and version.isdigit()) or len(version) > 9:
+    if not _VERSION.fullmatch(version):
         raise VersionNotFoundError(f"version {version[:40]!r} not found: versions are integers")
     return int(version)
 
