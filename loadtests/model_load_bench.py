@@ -1,7 +1,7 @@
 """Loading many large versions at once: does the server stay live?
 
     python -m loadtests.model_load_bench [--versions 12] [--trees 120] [--per-version 3]
-                                         [--baseline fec31d3] [--out result.json]
+                                         [--baseline fec31d3] [--control] [--out result.json]
 
 Registers ``--versions`` + 1 versions of one random forest (``--trees`` trees) in a temporary
 store, with the alias on the first, then, on a fresh server, fires ``--per-version`` concurrent
@@ -10,12 +10,14 @@ first requests at each other version while another process polls ``/v2/health/li
 long the predictions took, their statuses and how many loads and unloads the server counted
 (``vigil_model_loads_total``; n/a where the code has no such counter). With ``--baseline REF``
 the same runs are made first on that commit's code (from ``git archive``), so both figures come
-from one run of the script on one machine.
+from one run of the script on one machine; ``--control`` adds runs whose requests all go to the
+already loaded version, the latency the machine shows without any load.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import shutil
 import statistics
@@ -24,7 +26,6 @@ import sys
 import tarfile
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,22 +107,28 @@ class LivePoller:
         return latencies
 
 
-def _first_request(url: str, version: int, body: bytes) -> tuple[int, float]:
-    start = time.perf_counter()
-    r = httpx.post(
-        f"{url}/v1/models/{MODEL}/versions/{version}/predict",
-        content=body,
-        headers={"content-type": "application/json"},
-        timeout=120.0,
-    )
-    return r.status_code, time.perf_counter() - start
+async def _first_requests(url: str, targets: list[int], body: bytes) -> list[tuple[int, float]]:
+    """One POST per target version, all at once (one thread: little client CPU in the way)."""
+    limits = httpx.Limits(max_connections=len(targets))
+    async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as client:
+
+        async def one(version: int) -> tuple[int, float]:
+            start = time.perf_counter()
+            r = await client.post(
+                f"/v1/models/{MODEL}/versions/{version}/predict",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            return r.status_code, time.perf_counter() - start
+
+        return await asyncio.gather(*(one(v) for v in targets))
 
 
 def _counter(metrics: str, name: str) -> float | None:
-    """Sum of a counter's samples for MODEL, None when the server has no such counter."""
-    lines = [ln for ln in metrics.splitlines() if ln.startswith(name + "{")]
-    if f"# TYPE {name.removesuffix('_total')} counter" not in metrics and not lines:
+    """Sum of a counter's samples for MODEL; None for code that has no load counters."""
+    if "vigil_model_loads" not in metrics:
         return None
+    lines = [ln for ln in metrics.splitlines() if ln.startswith(name + "{")]
     return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if f'model="{MODEL}"' in ln)
 
 
@@ -132,8 +139,7 @@ def measure(server: Server, versions: list[int], per_version: int) -> dict[str, 
     time.sleep(0.3)  # a quiet stretch first: an idle server's latency
     targets = [v for v in versions for _ in range(per_version)]
     start = time.perf_counter()
-    with ThreadPoolExecutor(len(targets)) as pool:
-        answers = list(pool.map(lambda v: _first_request(server.url, v, body), targets))
+    answers = asyncio.run(_first_requests(server.url, targets, body))
     wall = time.perf_counter() - start
     time.sleep(0.3)
     polled = poller.stop()
@@ -159,7 +165,12 @@ def measure(server: Server, versions: list[int], per_version: int) -> dict[str, 
     }
 
 
-def run(label: str, source: Path, template: Path, workdir: Path, args: argparse.Namespace) -> Any:
+def run(
+    label: str, source: Path, template: Path, workdir: Path, args: argparse.Namespace,
+    *, control: bool = False,
+) -> Any:  # fmt: skip
+    """``control``: the same burst of requests, all to the alias's (loaded) version: the
+    latency this machine shows without any load, to read the other columns against."""
     settings = {"VIGIL_IOLOG_ENABLED": "false"}
     if args.max_loaded is not None:
         settings["VIGIL_MAX_LOADED_VERSIONS"] = str(args.max_loaded)
@@ -168,6 +179,8 @@ def run(label: str, source: Path, template: Path, workdir: Path, args: argparse.
         server = start_vigil(f"{label}-{i}", template, workdir, settings, source=source)
         try:
             versions = ModelStore(template).versions(MODEL)[1:]
+            if control:
+                versions = [1] * len(versions)
             runs.append(measure(server, versions, args.per_version))
         finally:
             server.stop()
@@ -217,6 +230,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="Runs per tree (medians).")
     parser.add_argument("--max-loaded", type=int, default=None, help="VIGIL_MAX_LOADED_VERSIONS.")
     parser.add_argument("--baseline", default=None, help="Also run this git commit's code first.")
+    parser.add_argument(
+        "--control", action="store_true", help="Also send the burst to the loaded version only."
+    )
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vigil-load-bench-") as tmp:
@@ -234,6 +250,11 @@ def main() -> None:
                 )
         with console.status("this tree…"):
             results["this tree"] = run("current", ROOT, template, workdir, args)
+        if args.control:
+            with console.status("control: no loads…"):
+                results["control, no loads"] = run(
+                    "control", ROOT, template, workdir, args, control=True
+                )
     console.print(render(results))
     if args.out:
         args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -14,10 +14,8 @@ least recently used goes first, never a pinned one (the alias's version, and any
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,18 +31,6 @@ log = logging.getLogger("vigil.registry")
 # One load at a time: loads are CPU-bound, and every extra loader thread is one more
 # contender for the GIL the event loop needs between requests.
 LOADER_THREADS = 1
-LOADER_NICENESS = 10
-
-
-def _lower_priority() -> None:
-    """Run this (loader) thread at a lower CPU priority than the event loop's.
-
-    On Linux a thread has its own nice value. Where cores are busy, the scheduler then gives
-    the loop ~10x the CPU time of a load, so requests keep their latency; loads take longer.
-    """
-    if hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
 
 
 @dataclass
@@ -86,9 +72,7 @@ class ModelRegistry:
         self._inflight: dict[tuple[str, int], Future[LoadedModel]] = {}
         self._pins: dict[str, set[int]] = {}
         self._tick = itertools.count()
-        self._loader = ThreadPoolExecutor(
-            LOADER_THREADS, thread_name_prefix="vigil-load", initializer=_lower_priority
-        )
+        self._loader = ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="vigil-load")
 
     def on_switch(self, listener: Listener) -> None:
         self._listeners.append(listener)
