@@ -107,9 +107,27 @@ def test_concurrent_first_requests_load_a_version_once(
     results = asyncio.run(eight_at_once())
     assert gate.calls[2] == 1
     assert all(r is results[0] for r in results) and results[0].version == 2
-    # threads calling the blocking ``get`` share loads the same way
-    with ThreadPoolExecutor(4) as pool:
-        assert set(pool.map(lambda _: reg.get(DEMO_MODEL, 2), range(4))) == {results[0]}
+    assert reg.get(DEMO_MODEL, 2) is results[0] and gate.calls[2] == 1
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_shared_load(
+    registry: Callable[..., ModelRegistry], gate: LoadGate
+) -> None:
+    """A request that times out while waiting must not fail the others waiting on the load."""
+    reg = registry()
+    gate.hold.add(2)
+
+    async def one_gives_up() -> LoadedModel:
+        impatient = asyncio.create_task(reg.aget(DEMO_MODEL, 2))
+        patient = asyncio.create_task(reg.aget(DEMO_MODEL, 2))
+        assert await asyncio.to_thread(gate.entered.wait, HOLD_S)
+        impatient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        gate.release.set()
+        return await patient
+
+    assert asyncio.run(one_gives_up()).version == 2
     assert gate.calls[2] == 1
 
 
