@@ -5,10 +5,10 @@ already hold the old ``LoadedModel`` finish on it, new ones get the new one. A v
 to load is never switched to; the old one keeps serving and the failure shows in readiness.
 
 Loading (sha256 of the file, an onnxruntime session, a smoke prediction) takes tens to hundreds
-of milliseconds for a large forest, so it never runs on the event loop: ``aget`` hands it to a
-small pool of loader threads. Each version loads at most once at a time (single flight: every
-caller waits on the same future), and at most ``max_loaded`` versions of a model stay loaded; the
-least recently used goes first, never a pinned one (the alias's version, and any ``pin``).
+of milliseconds for a large forest, so it never runs on the event loop: ``aget`` hands it to the
+loader thread. Each version loads at most once at a time (single flight: every caller waits on
+the same future), and at most ``max_loaded`` versions of a model stay loaded; the least recently
+used goes first, never a pinned one (the alias's version, and any ``pin``).
 """
 
 from __future__ import annotations
