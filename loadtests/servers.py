@@ -133,12 +133,13 @@ def launch(
     cpu: str | None = None,
     home: Path | None = None,
     timeout: float = 90.0,
+    cwd: Path = ROOT,
 ) -> Server:
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", cpu, *cmd]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     server = Server(name, f"http://127.0.0.1:{port}", proc, log_path, home)
     _wait_ready(server, ready_path, timeout)
     server.sampler = RssSampler(proc.pid)
@@ -153,8 +154,12 @@ def start_vigil(
     settings: dict[str, str] | None = None,
     *,
     cpu: str | None = None,
+    source: Path = ROOT,
 ) -> Server:
-    """Vigil on a free port in a fresh home (a copy of the template store)."""
+    """Vigil on a free port in a fresh home (a copy of the template store).
+
+    ``source``: the source tree to run, this one by default (another to measure a baseline).
+    """
     home = workdir / name
     shutil.copytree(template, home / "models")
     port = free_port()
@@ -164,10 +169,14 @@ def start_vigil(
         VIGIL_HOST="127.0.0.1",
         VIGIL_PORT=str(port),
         VIGIL_WORKERS="1",
+        PYTHONPATH=str(source),
         **(settings or {}),
     )
     cmd = [sys.executable, "-m", "service.cli", "serve"]
-    return launch(name, cmd, env, port, home / "server.log", "/v2/health/ready", cpu=cpu, home=home)
+    return launch(
+        name, cmd, env, port, home / "server.log", "/v2/health/ready",
+        cpu=cpu, home=home, cwd=source,
+    )  # fmt: skip
 
 
 def start_naive(name: str, model_path: Path, workdir: Path, *, cpu: str | None = None) -> Server:

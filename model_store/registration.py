@@ -22,6 +22,13 @@ from model_store.convert import (
     to_onnx,
 )
 from model_store.errors import RegistrationError
+from model_store.log_columns import (
+    LABEL_COLUMN,
+    PREDICTION_COLUMN,
+    SPLIT_COLUMN,
+    check_feature_names,
+    proba_column,
+)
 from model_store.manifest import (
     DataFingerprint,
     FeatureSpec,
@@ -31,14 +38,6 @@ from model_store.manifest import (
     PiiPolicy,
 )
 from model_store.store import ModelStore, check_model_name
-
-LABEL_COLUMN = "target"
-PREDICTION_COLUMN = "prediction"
-SPLIT_COLUMN = "split"
-
-
-def proba_column(class_name: str) -> str:
-    return f"proba_{class_name}"
 
 
 def fingerprint(x: pd.DataFrame, y: np.ndarray) -> DataFingerprint:
@@ -124,6 +123,7 @@ def register_sklearn(
     The reference sample holds every row with the model's predictions and the true label.
     """
     check_model_name(name)
+    check_feature_names(str(c) for c in x.columns)  # before the seconds a conversion takes
     classes = list(getattr(estimator, "classes_", []))
     if not classes:
         raise RegistrationError("the estimator is not fitted (it has no classes_)")
@@ -184,6 +184,7 @@ def register_onnx_file(
         metadata_pii = {k: PiiPolicy(v) for k, v in schema.get("metadata_pii", {}).items()}
     except (KeyError, ValueError, TypeError) as exc:
         raise RegistrationError(f"schema file is invalid: {exc}") from exc
+    check_feature_names(f.name for f in features)
     try:
         sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]

@@ -24,13 +24,16 @@ from model_store.errors import (
     StoreReadOnlyError,
     VersionNotFoundError,
 )
+from model_store.log_columns import check_feature_names
 from model_store.manifest import Manifest
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.parquet"
 ALIASES_FILE = "aliases.json"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# Matched whole (fullmatch): with match and "$", "name\n" would pass and make a folder.
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_VERSION_DIR = re.compile(r"[1-9][0-9]{0,8}")
 
 
 def sha256_file(path: Path) -> str:
@@ -42,7 +45,7 @@ def sha256_file(path: Path) -> str:
 
 
 def check_model_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise RegistrationError(
             f"model name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '_' or '-'"
         )
@@ -78,12 +81,12 @@ class ModelStore:
 
     def versions(self, model: str) -> list[int]:
         mdir = self.root / model
-        if not _NAME.match(model) or not mdir.is_dir():
+        if not _NAME.fullmatch(model) or not mdir.is_dir():
             return []
         return sorted(
             int(p.name)
             for p in mdir.iterdir()
-            if p.name.isdigit() and (p / MANIFEST_FILE).is_file()
+            if _VERSION_DIR.fullmatch(p.name) and (p / MANIFEST_FILE).is_file()
         )
 
     def version_dir(self, model: str, version: int) -> Path:
@@ -200,6 +203,7 @@ class ModelStore:
             for _ in range(100):
                 version = max(self.versions(name), default=0) + 1
                 manifest = build_manifest(version, sha)
+                check_feature_names(manifest.feature_names)  # the registration helpers check first
                 (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
                 try:
                     os.rename(tmp, mdir / str(version))

@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ModelStore(settings.model_store),
         session_options(settings.ort_intra_op_threads, settings.ort_inter_op_threads),
         alias=settings.alias,
+        max_loaded=settings.max_loaded_versions,
     )
     iolog = build_iolog(settings, metrics)
     if not settings.iolog_enabled:
@@ -74,6 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.model_info.labels(new.name, str(new.version), new.sha256, "1").set(1)
 
     registry.on_switch(on_switch)
+    registry.on_load(lambda model, version: metrics.model_loads.labels(model, str(version)).inc())
+    registry.on_unload(
+        lambda model, version: metrics.model_unloads.labels(model, str(version)).inc()
+    )
     registry.on_failure(
         lambda model, version, _reason: metrics.model_load_failures.labels(
             model, str(version)
@@ -100,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await iolog.stop()
+            registry.close()
             metrics.flush()
             if multiprocess_dir():
                 multiprocess.mark_process_dead(os.getpid(), multiprocess_dir())  # type: ignore[no-untyped-call]

@@ -196,6 +196,19 @@ class Metrics(DeliveryMetrics):
             ["model", "version"],
             registry=r,
         )
+        self.model_loads = Counter(
+            "vigil_model_loads_total",
+            "Model versions loaded (file hashed, session built, smoke-tested) by this process.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_unloads = Counter(
+            "vigil_model_unloads_total",
+            "Model versions unloaded (least recently used beyond VIGIL_MAX_LOADED_VERSIONS, "
+            "or by the admin API).",
+            ["model", "version"],
+            registry=r,
+        )
         self.iolog_spooled = Counter(
             "vigil_iolog_records_spooled_total",
             "I/O records appended to the local spool (one per row).",

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     )
     ort_inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads.")
     alias: str = Field("production", description="Alias naming the default version served.")
+    max_loaded_versions: int = Field(
+        4,
+        ge=1,
+        description="Versions of one model kept loaded per worker; the least recently used is "
+        "unloaded first, never the alias's version (pinned versions count towards the bound).",
+    )
     alias_poll_s: float = Field(
         1.0, gt=0, description="How often the store's aliases are checked for promote/rollback."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ V2_ENDPOINT = "v2_infer"
 FEEDBACK_ENDPOINT = "feedback"
 # Metric label for a model or version the store does not know: one series, however many names.
 UNKNOWN_LABEL = "_unknown"
+_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only, matched whole (no trailing newline)
 
 
 @dataclass(slots=True)
@@ -49,7 +51,7 @@ def new_request_id() -> str:
 def parse_version(version: str | None) -> int | None:
     if version is None:
         return None
-    if not (version.isascii() and version.isdigit()) or len(version) > 9:
+    if not _VERSION.fullmatch(version):
         raise VersionNotFoundError(f"version {version[:40]!r} not found: versions are integers")
     return int(version)
 
@@ -85,7 +87,8 @@ class DataPlane:
         started: float,
     ) -> Result:
         """``raw``: the JSON body as received; decoding is typed by the model's features."""
-        model = self.registry.get(model_name, parse_version(version))
+        v = parse_version(version)
+        model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
         req = decode_v1_json(raw, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)
@@ -119,7 +122,8 @@ class DataPlane:
     ) -> Result:
         """``head``: the JSON part of the body as received; ``binary``: the tensor bytes after
         it (binary data extension), empty without."""
-        model = self.registry.get(model_name, parse_version(version))
+        v = parse_version(version)
+        model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
         req = decode_v2_json(head, binary, model, self.max_rows)
         request_id = header_id or req.request_id or new_request_id()
         pred = await self._run(model, req.x)

@@ -3,14 +3,22 @@
 A switch loads and smoke-tests the new version first, then replaces one dict entry: requests that
 already hold the old ``LoadedModel`` finish on it, new ones get the new one. A version that fails
 to load is never switched to; the old one keeps serving and the failure shows in readiness.
+
+Loading (sha256 of the file, an onnxruntime session, a smoke prediction) takes tens to hundreds
+of milliseconds for a large forest, so it never runs on the event loop: ``aget`` hands it to the
+loader thread. Each version loads at most once at a time (single flight: every caller waits on
+the same future), and at most ``max_loaded`` versions of a model stay loaded; the least recently
+used goes first, never a pinned one (the alias's version, and any ``pin``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import onnxruntime as ort
@@ -20,6 +28,9 @@ from model_store.store import ModelStore
 from service.core.loaded_model import LoadedModel
 
 log = logging.getLogger("vigil.registry")
+# One load at a time: loads are CPU-bound, and every extra loader thread is one more
+# contender for the GIL the event loop needs between requests.
+LOADER_THREADS = 1
 
 
 @dataclass
@@ -27,24 +38,41 @@ class ModelState:
     default: LoadedModel | None = None
     loaded: dict[int, LoadedModel] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)
+    last_used: dict[int, int] = field(default_factory=dict)  # version → tick of its last use
 
 
 Listener = Callable[[LoadedModel | None, LoadedModel], None]
 FailureListener = Callable[[str, int, str], None]
+VersionListener = Callable[[str, int], None]
 
 
 class ModelRegistry:
     def __init__(
-        self, store: ModelStore, opts: ort.SessionOptions, alias: str = "production"
+        self,
+        store: ModelStore,
+        opts: ort.SessionOptions,
+        alias: str = "production",
+        *,
+        max_loaded: int = 4,
     ) -> None:
         self.store = store
         self.alias = alias
+        self.max_loaded = max_loaded
         self._opts = opts
         self._models: dict[str, ModelState] = {}
         self._listeners: list[Listener] = []
         self._failure_listeners: list[FailureListener] = []
+        self._load_listeners: list[VersionListener] = []
+        self._unload_listeners: list[VersionListener] = []
         # The alias follower and admin calls switch from different threads: one at a time.
         self._switching = threading.RLock()
+        # Guards in-flight loads, pins and what is loaded. The hot path only reads dicts
+        # (atomic under the GIL) and never takes it.
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, int], Future[LoadedModel]] = {}
+        self._pins: dict[str, set[int]] = {}
+        self._tick = itertools.count()
+        self._loader = ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="vigil-load")
 
     def on_switch(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -52,8 +80,18 @@ class ModelRegistry:
     def on_failure(self, listener: FailureListener) -> None:
         self._failure_listeners.append(listener)
 
+    def on_load(self, listener: VersionListener) -> None:
+        self._load_listeners.append(listener)
+
+    def on_unload(self, listener: VersionListener) -> None:
+        self._unload_listeners.append(listener)
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
     # -- hot path ----------------------------------------------------------------------------
-    def get(self, model: str, version: int | None = None) -> LoadedModel:
+    def peek(self, model: str, version: int | None = None) -> LoadedModel | None:
+        """The default or a loaded version, None if ``version`` is not loaded. Never loads."""
         state = self._models.get(model)
         if state is None:
             if not self.store.versions(model):
@@ -66,10 +104,74 @@ class ModelRegistry:
             return state.default
         found = state.loaded.get(version)
         if found is not None:
+            state.last_used[version] = next(self._tick)
+        return found
+
+    async def aget(self, model: str, version: int | None = None) -> LoadedModel:
+        """``get`` for the event loop: a load runs on a loader thread while the loop serves."""
+        found = self.peek(model, version)
+        if found is not None:
             return found
-        return self._load(model, version)
+        assert version is not None  # peek answers or raises for the default
+        self.store.version_dir(model, version)  # an unknown version is a 404 now, loads nothing
+        flight, owner = self._flight(model, version)
+        if owner:
+            try:
+                self._loader.submit(self._fly, model, version, flight)
+            except RuntimeError as exc:  # the loader is closed: the app is shutting down
+                self._land(model, version, flight, exc)
+        return await asyncio.wrap_future(flight)
+
+    def get(self, model: str, version: int | None = None) -> LoadedModel:
+        """A version, loaded in the calling thread if needed: not for the event loop."""
+        found = self.peek(model, version)
+        if found is not None:
+            return found
+        assert version is not None
+        flight, owner = self._flight(model, version)
+        if owner:
+            self._fly(model, version, flight)
+        return flight.result()
 
     # -- loading and switching ---------------------------------------------------------------
+    def _flight(self, model: str, version: int) -> tuple[Future[LoadedModel], bool]:
+        """The one load of ``version`` in progress, and whether the caller must run it."""
+        with self._lock:
+            running = self._inflight.get((model, version))
+            if running is not None:
+                return running, False
+            landed = self._models.get(model, ModelState()).loaded.get(version)
+            flight: Future[LoadedModel] = Future()
+            # Running: a waiter that is cancelled (its request timed out) cannot cancel the
+            # load the other waiters share.
+            flight.set_running_or_notify_cancel()
+            if landed is not None:  # it was admitted between the caller's look and this lock
+                flight.set_result(landed)
+                return flight, False
+            self._inflight[(model, version)] = flight
+            return flight, True
+
+    def _fly(self, model: str, version: int, flight: Future[LoadedModel]) -> None:
+        try:
+            loaded = self._load(model, version)
+            self._admit(model, loaded)
+        except BaseException as exc:  # handed to every waiter, which re-raise it
+            self._land(model, version, flight, exc)
+        else:
+            self._land(model, version, flight, loaded)
+
+    def _land(
+        self, model: str, version: int, flight: Future[LoadedModel],
+        outcome: LoadedModel | BaseException,
+    ) -> None:  # fmt: skip
+        """End the flight: later callers find the version loaded (or try again after a failure)."""
+        with self._lock:
+            del self._inflight[(model, version)]
+        if isinstance(outcome, BaseException):
+            flight.set_exception(outcome)
+        else:
+            flight.set_result(outcome)
+
     def _load(self, model: str, version: int) -> LoadedModel:
         try:
             loaded = LoadedModel.load(self.store, model, version, self._opts)
@@ -83,20 +185,82 @@ class ModelRegistry:
             for failed in self._failure_listeners:
                 failed(model, version, reason)
             raise VersionLoadError(reason) from exc
-        state = self._models.setdefault(model, ModelState())
-        state.failures.pop(version, None)
-        state.loaded[version] = loaded
+        for loaded_listener in self._load_listeners:
+            loaded_listener(model, version)
         return loaded
 
-    def unload(self, model: str, version: int) -> None:
-        state = self._models.get(model)
-        if state is None or version not in state.loaded:
-            raise VersionNotFoundError(f"{model} v{version} is not loaded")
-        if state.default is not None and state.default.version == version:
-            raise VersionInUseError(
-                f"{model} v{version} is the served default; promote another first"
+    def _admit(self, model: str, loaded: LoadedModel, *, default: bool = False) -> None:
+        """Make ``loaded`` servable (the default if asked), then unload beyond the bound."""
+        with self._lock:
+            state = self._models.setdefault(model, ModelState())
+            state.failures.pop(loaded.version, None)
+            if default:
+                state.default = loaded
+            state.loaded[loaded.version] = loaded
+            state.last_used[loaded.version] = next(self._tick)
+            evicted = self._evict(model, state)
+        for version in evicted:
+            log.info(
+                "unloaded %s v%s: least recently used beyond %d", model, version, self.max_loaded
             )
-        del state.loaded[version]
+            for unloaded in self._unload_listeners:
+                unloaded(model, version)
+
+    def _evict(self, model: str, state: ModelState) -> list[int]:
+        """Unload least recently used versions beyond ``max_loaded``; pinned ones stay."""
+        excess = len(state.loaded) - self.max_loaded
+        if excess <= 0:
+            return []
+        pinned = self._pinned(model, state)
+        spare = sorted(
+            (v for v in list(state.loaded) if v not in pinned),
+            key=lambda v: state.last_used.get(v, -1),
+        )[:excess]
+        for version in spare:
+            del state.loaded[version]
+            state.last_used.pop(version, None)
+        return spare
+
+    # -- pins: versions that must stay loaded (the alias's; a rollout candidate's) -------------
+    def _pinned(self, model: str, state: ModelState) -> set[int]:
+        pinned = set(self._pins.get(model, ()))
+        if state.default is not None:
+            pinned.add(state.default.version)
+        return pinned
+
+    def pinned(self, model: str) -> set[int]:
+        with self._lock:
+            return self._pinned(model, self._models.get(model, ModelState()))
+
+    def pin(self, model: str, version: int) -> None:
+        """Keep ``version`` loaded once loaded (it still counts towards the bound)."""
+        with self._lock:
+            self._pins.setdefault(model, set()).add(version)
+
+    def unpin(self, model: str, version: int) -> None:
+        with self._lock:
+            self._pins.get(model, set()).discard(version)
+            state = self._models.get(model)
+            evicted = self._evict(model, state) if state else []
+        for v in evicted:
+            for unloaded in self._unload_listeners:
+                unloaded(model, v)
+
+    def unload(self, model: str, version: int) -> None:
+        with self._lock:
+            state = self._models.get(model)
+            if state is None or version not in state.loaded:
+                raise VersionNotFoundError(f"{model} v{version} is not loaded")
+            if state.default is not None and state.default.version == version:
+                raise VersionInUseError(
+                    f"{model} v{version} is the served default; promote another first"
+                )
+            if version in self._pins.get(model, ()):
+                raise VersionInUseError(f"{model} v{version} is pinned (a rollout uses it)")
+            del state.loaded[version]
+            state.last_used.pop(version, None)
+        for unloaded in self._unload_listeners:
+            unloaded(model, version)
 
     def switch(self, model: str, version: int) -> LoadedModel:
         """Make ``version`` the default; raises (and keeps the old one) if it cannot serve."""
@@ -104,11 +268,10 @@ class ModelRegistry:
             return self._switch(model, version)
 
     def _switch(self, model: str, version: int) -> LoadedModel:
-        loaded = self._models.get(model, ModelState()).loaded.get(version) or self._load(
-            model, version
-        )
-        state = self._models[model]
-        old, state.default = state.default, loaded
+        loaded = self.get(model, version)
+        old = self._models[model].default
+        # Admitted again as the default: it may have been unloaded since ``get`` returned.
+        self._admit(model, loaded, default=True)
         if old is None or old.version != version:
             log.info("%s now serves version %s (was %s)", model, version, old and old.version)
             for listener in self._listeners:

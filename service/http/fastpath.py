@@ -22,11 +22,13 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from service.errors import NotFound
 from service.http.deps import Runtime
 from service.http.routes_predict import Reply, infer_v2, predict_v1
 
 Handler = Callable[[Runtime, Scope, Receive, str, "str | None"], Awaitable[Reply]]
-_ROUTE = re.compile(r"^/(v1|v2)/models/([^/]+)(?:/versions/([^/]+))?/(predict|infer)$")
+# fullmatch: with "$", a path ending in a newline ("…/predict%0A") would be served as predict.
+_ROUTE = re.compile(r"/(v1|v2)/models/([^/]+)(?:/versions/([^/]+))?/(predict|infer)")
 _HANDLERS: dict[tuple[str, str], Handler] = {
     ("v1", "predict"): predict_v1,
     ("v2", "infer"): infer_v2,
@@ -35,8 +37,14 @@ _HANDLERS: dict[tuple[str, str], Handler] = {
 
 class VigilApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].isprintable():
+            # Starlette matches routes with "$", which also matches before a final newline:
+            # "/v1/models/m/predict%0A" would be served. No route of ours has a control char.
+            refused = NotFound(f"no such path: {scope['path']!r} contains a control character")
+            await self._error(refused, {}, scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
-            m = _ROUTE.match(scope["path"])
+            m = _ROUTE.fullmatch(scope["path"])
             handler = _HANDLERS.get((m[1], m[4])) if m else None
             if m is not None and handler is not None:
                 await self._serve(handler, m[2], m[3], scope, receive, send)
@@ -50,13 +58,18 @@ class VigilApp(FastAPI):
         try:
             reply = await handler(self.state.runtime, scope, receive, model, version)
         except Exception as exc:
-            scope["app"] = self
-            scope["path_params"] = (
-                {"model": model, "version": version} if version else {"model": model}
-            )
-            request = Request(scope, receive, send)
-            response = await self.state.error_responder(request, exc)
-            await response(scope, receive, send)
+            params = {"model": model, "version": version} if version else {"model": model}
+            await self._error(exc, params, scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
         await send({"type": "http.response.body", "body": reply.body})
+
+    async def _error(
+        self, exc: Exception, path_params: dict[str, str],
+        scope: Scope, receive: Receive, send: Send,
+    ) -> None:  # fmt: skip
+        scope["app"] = self
+        scope["path_params"] = path_params
+        request = Request(scope, receive, send)
+        response = await self.state.error_responder(request, exc)
+        await response(scope, receive, send)

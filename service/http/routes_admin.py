@@ -89,7 +89,7 @@ def _move_alias(rt: Runtime, model: str, version: int, write_alias: Callable[[],
 async def load(model: str, version: str, rt: AdminDep) -> Response:
     v = parse_version(version)
     assert v is not None
-    loaded = await asyncio.to_thread(rt.registry.get, model, v)
+    loaded = await rt.registry.aget(model, v)
     return _json({"model": model, "version": loaded.version, "loaded": True})
 
 

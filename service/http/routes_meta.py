@@ -51,8 +51,8 @@ async def ready(request: Request) -> Response:
     return _json(body, 200 if is_ready else 503)
 
 
-def _model(request: Request, model: str, version: str | None) -> LoadedModel:
-    return runtime(request).registry.get(model, parse_version(version))
+async def _model(request: Request, model: str, version: str | None) -> LoadedModel:
+    return await runtime(request).registry.aget(model, parse_version(version))
 
 
 def _metadata(request: Request, m: LoadedModel) -> dict[str, Any]:
@@ -78,17 +78,17 @@ def _metadata(request: Request, m: LoadedModel) -> dict[str, Any]:
 
 @router.get("/v2/models/{model}", tags=["v2"], summary="Model metadata")
 async def model_metadata(request: Request, model: str) -> Response:
-    return _json(_metadata(request, _model(request, model, None)))
+    return _json(_metadata(request, await _model(request, model, None)))
 
 
 @router.get("/v2/models/{model}/versions/{version}", tags=["v2"], summary="Version metadata")
 async def version_metadata(request: Request, model: str, version: str) -> Response:
-    return _json(_metadata(request, _model(request, model, version)))
+    return _json(_metadata(request, await _model(request, model, version)))
 
 
 async def _ready(request: Request, model: str, version: str | None) -> Response:
     try:
-        m = _model(request, model, version)
+        m = await _model(request, model, version)
     except ModelNotReady as exc:
         return error_response(503, exc.message)
     return _json({"name": m.name, "version": str(m.version), "ready": True})
@@ -113,7 +113,7 @@ async def list_models(request: Request) -> Response:
 
 @router.get("/v1/models/{model}", tags=["models"], summary="Manifest of the served version")
 async def model_manifest(request: Request, model: str) -> Response:
-    m = _model(request, model, None)
+    m = await _model(request, model, None)
     return Response(m.manifest.model_dump_json(), media_type="application/json")
 
 

@@ -2,7 +2,8 @@
 
 predictions (partitioned model=/version=/date=): request_id, row, received_at, sha256, endpoint,
   status, latency_s, <feature…> (float64; PII-hashed features as string), prediction,
-  proba_<class…> (float64), metadata (JSON string)
+  proba_<class…> (float64), metadata (JSON string); names a feature may not take are in
+  ``model_store.log_columns`` (registration refuses them)
 rejected (partitioned date=): request_id, received_at, model, version, endpoint, status, error, body
 feedback (partitioned model=/date=): request_id, row, label, received_at, source; every label
   ever sent is kept (history), readers use the latest per (request_id, row): ``latest_labels``
@@ -19,17 +20,12 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from model_store.log_columns import proba_column
 from service.iolog.frames import UNKNOWN_SOURCE, Frame
 
 if TYPE_CHECKING:
     import pandas as pd  # the writer side (deliverer) does without pandas
 
-RESERVED_COLUMNS = frozenset(
-    {
-        "request_id", "row", "received_at", "model", "version", "date", "sha256", "endpoint",
-        "status", "latency_s", "prediction", "metadata", "label",
-    }
-)  # fmt: skip
 TS = pa.timestamp("us", tz="UTC")
 REJECTED_SCHEMA = pa.schema(
     [
@@ -55,10 +51,6 @@ FEEDBACK_SCHEMA = pa.schema(
 
 PredictionKey = tuple[str, int, str]  # model, version, date (YYYY-MM-DD)
 FeedbackKey = tuple[str, str]  # model, date
-
-
-def proba_column(class_name: str) -> str:
-    return f"proba_{class_name}"
 
 
 def day(ts: float) -> str:
