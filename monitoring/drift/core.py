@@ -19,6 +19,7 @@ from model_store.registration import (
     SPLIT_COLUMN,
     proba_column,
 )
+from monitoring.drift import cbpe
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.result import (
     PERFORMANCE_METRICS,
@@ -30,6 +31,7 @@ from monitoring.drift.result import (
     VersionResult,
 )
 from monitoring.drift.stats import column_drift
+from monitoring.drift.weighting import dataset_verdict
 
 FEEDBACK_COLUMN = "label"
 VALIDATION = "validation"
@@ -68,30 +70,33 @@ def analyse(
     threshold = cfg.threshold(len(sample), len(reference))
 
     drift = {f: column_drift(reference[f], sample[f], cfg.method, threshold) for f in features}
-    drifted = [f for f, d in drift.items() if d.drifted]
-    share = len(drifted) / len(features)
+    verdict = dataset_verdict(drift, manifest.feature_importance, cfg)
     prediction = None
     if pred_col in sample.columns and sample[pred_col].notna().any():
         prediction = column_drift(reference[pred_col], sample[pred_col], cfg.method, threshold)
     performance, labelled, validation = _performance(current, reference, class_names, cfg)
+    estimate = cbpe.estimate(current, reference, class_names, pred_col, cfg, performance.current)
 
     flags = Flags(
-        data_drift=share >= cfg.drift_share,
+        data_drift=verdict.drifted,
         prediction_drift=bool(prediction and prediction.drifted),
         model_drift=bool(performance.dropped),
+        estimated_model_drift=bool(estimate.dropped),
     )
     result.status = Status.DRIFT if flags.any() else Status.OK
     result.sampled_rows = len(sample)
     result.reference_rows = len(reference)
     result.flags = flags
-    result.drifted_share = share
-    result.drifted_features = drifted
+    result.drifted_share = verdict.share
+    result.drifted_features = [r.feature for r in verdict.ranking]
+    result.verdict = verdict
+    result.estimate = estimate
     result.features = drift
     result.skipped_features = skipped
     result.prediction_column = pred_col
     result.prediction = prediction
     result.performance = performance
-    result.message = _message(result, len(features), cfg)
+    result.message = _message(result, len(features))
     result.evidence = Evidence(
         current=sample,
         reference=reference[[*features, pred_col]],
@@ -199,28 +204,41 @@ def _performance(
     return performance, labelled, validation
 
 
-def _message(result: VersionResult, n_features: int, cfg: DriftConfig) -> str:
+def _message(result: VersionResult, n_features: int) -> str:
     parts = [
         f"{result.rows} rows"
         + (f" (sampled {result.sampled_rows})" if result.sampled_rows < result.rows else "")
     ]
     drifted = result.drifted_features
-    if drifted:
+    if drifted and result.verdict is not None:
         names = ", ".join(drifted[:5]) + (" …" if len(drifted) > 5 else "")
-        verdict = "data drift" if result.flags.data_drift else "below the dataset share"
-        parts.append(
-            f"{len(drifted)}/{n_features} features drifted ({names}; {verdict} {cfg.drift_share})"
-        )
+        parts.append(f"{len(drifted)}/{n_features} features drifted ({names}; {_rule(result)})")
     else:
         parts.append(f"no feature drifted of {n_features}")
     if result.prediction is not None and result.prediction.drifted:
         parts.append(f"prediction drift {_score(result.prediction)}")
+    est = result.estimate
+    if est is not None and est.estimated is not None and est.reference is not None:
+        acc, ref_acc = est.estimated["accuracy"], est.reference["accuracy"]
+        word = "estimated model drift: " if est.dropped else ""
+        parts.append(f"{word}estimated accuracy {acc:.3f} vs {ref_acc:.3f} without labels")
     perf = result.performance
     if perf is not None and perf.current is not None and perf.reference is not None:
         acc, ref_acc = perf.current["accuracy"], perf.reference["accuracy"]
         word = "model drift: " if perf.dropped else ""
         parts.append(f"{word}accuracy {acc:.3f} vs {ref_acc:.3f} on {perf.labelled_rows} labels")
     return "; ".join(parts)
+
+
+def _rule(result: VersionResult) -> str:
+    v = result.verdict
+    assert v is not None
+    verdict = "data drift" if v.drifted else "below"
+    if v.rule == "importance":
+        assert v.weighted_share is not None
+        return f"importance-weighted share {v.weighted_share:.3f}, {verdict} {v.threshold}"
+    fallback = ", no importance in the manifest" if v.note else ""
+    return f"{verdict} the dataset share {v.threshold}{fallback}"
 
 
 def _score(d: ColumnDrift) -> str:
