@@ -43,7 +43,7 @@ def dataset_verdict(
     weights = None if importance is None else importance.values
     ranking = rank(drift, weights)
     share = len(ranking) / len(drift)
-    weighted = None if weights is None else sum(weights.get(r.feature, 0.0) for r in ranking)
+    weighted = None if weights is None else sum((weights.get(r.feature, 0.0) for r in ranking), 0.0)
     note = ""
     rule = cfg.rule
     if rule == IMPORTANCE and weighted is None:
