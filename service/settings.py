@@ -147,6 +147,17 @@ class Settings(BaseSettings):
         le=1,
         description="Importance-weighted share of drifted features that flags data drift.",
     )
+    drift_segment_by: str = Field(
+        "",
+        description="Metadata key or categorical feature whose values the drift job also "
+        "analyses one by one (empty: no segments); `--segment-by` overrides it per run.",
+    )
+    drift_segment_min_rows: int = Field(
+        100,
+        gt=0,
+        description="Rows a segment needs to be analysed; smaller ones are listed as "
+        "insufficient_data.",
+    )
     drift_reports_max_age: Annotated[timedelta, BeforeValidator(_duration)] = Field(
         timedelta(days=30),
         description="Drift report folders older than this are deleted after each drift run and "

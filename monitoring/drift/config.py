@@ -34,6 +34,10 @@ class DriftConfig:
     importance_threshold: float = 0.1
     """Chosen by experiment on the demo (README, "Drift monitoring"): its most important feature
     carries 0.135 of the importance, so a shift of it alone flags; clean windows score 0."""
+    segment_by: str | None = None
+    """Metadata key or categorical feature to analyse each value of separately."""
+    segment_min_rows: int = 100
+    """Segments with fewer rows are reported as insufficient_data."""
     estimate_draws: int = 200
     """Label draws behind the 95 % band of the CBPE estimate."""
     seed: int = 0
@@ -48,6 +52,8 @@ class DriftConfig:
             performance_tolerance=settings.drift_performance_tolerance,
             rule=settings.drift_rule.value,
             importance_threshold=settings.drift_importance_threshold,
+            segment_by=settings.drift_segment_by or None,
+            segment_min_rows=settings.drift_segment_min_rows,
         )
         return cls(**{**asdict(base), **overrides})
 

@@ -142,6 +142,11 @@ def vigil_lines(result: VersionResult) -> list[str]:
         )
     elif e is not None and e.note:
         lines.append(f"no performance estimate: {e.note}")
+    if result.segments is not None:
+        for seg in result.segments.segments:
+            lines.append(
+                f"segment {result.segments.key}={seg.value}: {seg.status.value}; {seg.message}"
+            )
     return lines
 
 

@@ -190,6 +190,53 @@ class Performance:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentResult:
+    """One value of the segment key, analysed as a window of its own."""
+
+    value: str
+    rows: int
+    status: Status
+    flags: Flags
+    drifted_share: float | None
+    weighted_share: float | None
+    drifted_features: list[str]
+    estimated: dict[str, float] | None
+    estimate_band: dict[str, list[float]] | None
+    realized: dict[str, float] | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "rows": self.rows,
+            "status": self.status.value,
+            "flags": self.flags.to_dict(),
+            "drifted_share": _num(self.drifted_share),
+            "weighted_share": _num(self.weighted_share),
+            "drifted_features": self.drifted_features,
+            "estimated": self.estimated,
+            "estimate_band": self.estimate_band,
+            "realized": self.realized,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    key: str
+    min_rows: int
+    segments: list[SegmentResult]
+    """Worst first; segments under min_rows last, with status insufficient_data."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "min_rows": self.min_rows,
+            "segments": [s.to_dict() for s in self.segments],
+        }
+
+
 @dataclass(slots=True)
 class Evidence:
     """The frames the numbers were computed from, kept for the Evidently HTML report."""
@@ -224,6 +271,7 @@ class VersionResult:
     performance: Performance | None = None
     verdict: DatasetVerdict | None = None
     estimate: Estimate | None = None
+    segments: Segments | None = None
     message: str = ""
     evidence: Evidence | None = field(default=None, repr=False)
 
@@ -255,6 +303,7 @@ class VersionResult:
             else {"column": self.prediction_column, **self.prediction.to_dict()},
             "performance": None if self.performance is None else self.performance.to_dict(),
             "estimated_performance": None if self.estimate is None else self.estimate.to_dict(),
+            "segments": None if self.segments is None else self.segments.to_dict(),
         }
 
     def _feature(self, name: str, d: ColumnDrift) -> dict[str, Any]:

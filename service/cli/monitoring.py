@@ -85,14 +85,52 @@ def summary_line(report: DriftReport, where: Path | None) -> str:
 
 
 def _config(
-    settings: Settings, drift_share: float | None, rule: DriftRule | None = None
+    settings: Settings,
+    drift_share: float | None,
+    rule: DriftRule | None = None,
+    segment_by: str | None = None,
 ) -> DriftConfig:
     from monitoring.drift.config import DriftConfig
 
     extra: dict[str, object] = {} if drift_share is None else {"drift_share": drift_share}
     if rule is not None:
         extra["rule"] = rule.value
+    if segment_by:
+        extra["segment_by"] = segment_by
     return DriftConfig.from_settings(settings, **extra)
+
+
+def _print_segments(report: DriftReport) -> None:
+    """Segments worst first; those too small to judge last, shown rather than hidden."""
+    from rich.table import Table
+
+    for v in report.versions:
+        if v.segments is None:
+            continue
+        seg = v.segments
+        table = Table(
+            seg.key,
+            "rows",
+            "status",
+            "weighted",
+            "est. acc",
+            "real acc",
+            "drifted features",
+            title=f"v{v.version} by {seg.key} (≥ {seg.min_rows} rows analysed)",
+        )
+        for s in seg.segments:
+            est = None if s.estimated is None else s.estimated["accuracy"]
+            real = None if s.realized is None else s.realized["accuracy"]
+            table.add_row(
+                s.value,
+                str(s.rows),
+                s.status.value,
+                _fmt(s.weighted_share),
+                _fmt(est),
+                _fmt(real),
+                ", ".join(s.drifted_features[:4]) or "-",
+            )
+        console.print(table)
 
 
 def _print_ranking(report: DriftReport) -> None:
@@ -121,6 +159,13 @@ def run_cmd(
     ] = None,
     drift_share: ShareOpt = None,
     rule: RuleOpt = None,
+    segment_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Also analyse each value of this metadata key or categorical feature "
+            "(default VIGIL_DRIFT_SEGMENT_BY)."
+        ),
+    ] = None,
     fail_on_drift: Annotated[
         bool, typer.Option(help=f"Exit {EXIT_DRIFT} when drift is detected.")
     ] = False,
@@ -132,7 +177,7 @@ def run_cmd(
 
     settings = Settings()
     start, end = parse_time(since, "--since"), parse_time(until, "--until")
-    cfg = _config(settings, drift_share, rule)
+    cfg = _config(settings, drift_share, rule, segment_by)
     try:
         with console.status(f"drift of {model}…") as status:
             report = run_drift(
@@ -143,6 +188,7 @@ def run_cmd(
     if report.push_error:
         console.print(f"[bold red]error:[/] pushing gauges failed: {report.push_error}")
     _print_ranking(report)
+    _print_segments(report)
     _line(summary_line(report, report.directory))
     if report.status is Status.ERROR or report.push_error:
         raise typer.Exit(code=EXIT_ERROR)
