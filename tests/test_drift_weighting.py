@@ -4,6 +4,9 @@ quiet; without importance the plain share rule decides, and says so."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import pandas as pd
 import pytest
 
@@ -11,9 +14,13 @@ from model_store.manifest import Manifest
 from model_store.store import ModelStore
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import analyse
+from monitoring.drift.job import run_drift
 from monitoring.drift.result import ColumnDrift
 from monitoring.drift.weighting import dataset_verdict, rank
+from monitoring.simulate import run_simulation
+from service.settings import Settings
 from tests.conftest import MODEL
+from tests.servers import VigilServer
 from tests.test_drift_core import window
 
 CFG = DriftConfig()  # the defaults: rule importance, threshold 0.1
@@ -126,3 +133,23 @@ def test_rank_without_importance_orders_by_score() -> None:
     assert [r.feature for r in rank(d, {"a": 0.9, "b": 0.1, "c": 0.0})] == ["a", "b"]
     verdict = dataset_verdict(d, None, DriftConfig(rule="share", drift_share=0.5))
     assert verdict.drifted and verdict.share == pytest.approx(2 / 3)
+
+
+def test_simulated_shift_of_the_top_feature_is_data_drift_end_to_end(
+    vigil_server: Callable[..., VigilServer], settings: Settings, manifest: Manifest
+) -> None:
+    """The issue's experiment through the real service, log and job: `vigil simulate` shifts
+    the model's most important feature by 1 SD; the share rule would say ok, the default says
+    data drift and ranks that feature first."""
+    top, _ = _ends(manifest)
+    server = vigil_server()
+    sent = run_simulation(server.url, MODEL, 400, batch=50, drift={top: 1.0}, seed=11)
+    assert sent.rows == 400 and sent.errors == 0
+    report = run_drift(settings, MODEL)
+    (v1,) = report.versions
+    assert v1.flags.data_drift and v1.drifted_features[0] == top
+    assert v1.verdict is not None and v1.verdict.rule == "importance"
+    assert v1.drifted_share is not None and v1.drifted_share < CFG.drift_share
+    saved = json.loads((report.directory / "drift.json").read_text())  # type: ignore[operator]
+    assert saved["versions"][0]["drifted_ranking"][0]["feature"] == top
+    assert saved["flags"]["data_drift"] is True
