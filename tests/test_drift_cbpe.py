@@ -126,3 +126,18 @@ def test_flipped_labels_escape_the_estimate_but_not_realized_performance(
     assert est.dropped is False and not result.flags.estimated_model_drift  # the known limit
     assert result.flags.model_drift  # feedback labels show it
     assert est.estimated["accuracy"] - est.realized["accuracy"] > 0.2
+
+
+def test_an_unlabelled_reference_gives_no_estimate_and_says_why(
+    reference: pd.DataFrame, manifest: Manifest
+) -> None:
+    """An ONNX-only model registered with features only: nothing to calibrate on, nothing to
+    compare feedback with, no importance; the run still ends with verdicts and notes."""
+    unlabelled = reference.assign(target=None, split="validation")
+    bare = manifest.model_copy(update={"feature_importance": None})
+    result = analyse(window(reference, 300, seed=6), unlabelled, bare, CFG)
+    assert result.estimate is not None and result.estimate.estimated is None
+    assert "no labelled rows" in result.estimate.note and not result.flags.estimated_model_drift
+    assert result.performance is not None and result.performance.current is not None
+    assert result.performance.reference is None and result.performance.dropped is None
+    assert result.verdict is not None and result.verdict.rule == "share"

@@ -8,6 +8,8 @@ Knows nothing of the log store or files: ``current`` has the columns of
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
@@ -190,7 +192,11 @@ def _performance(
     if validation.empty:  # a reference without a hold-out: compare with all of it
         validation = reference
     validation = validation[[LABEL_COLUMN, PREDICTION_COLUMN, *probas]]
+    # an ONNX-only model registered with an unlabelled reference has nothing to compare with
+    validation = validation[validation[LABEL_COLUMN].isin(class_names)]
     cur = quality(labelled[LABEL_COLUMN], labelled[PREDICTION_COLUMN])
+    if validation.empty:
+        return replace(base, current=cur), labelled, None
     ref = quality(validation[LABEL_COLUMN], validation[PREDICTION_COLUMN])
     dropped = any(ref[m] - cur[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
     performance = Performance(
