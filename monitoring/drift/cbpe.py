@@ -33,6 +33,7 @@ from monitoring.drift.result import PERFORMANCE_METRICS, Estimate
 VALIDATION = "validation"
 _BINS = 10
 _FOLDS = 5
+_DRAW_BUDGET = 2_000_000  # random numbers held at once by band()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +98,17 @@ def band(p: np.ndarray, predicted: np.ndarray, draws: int, seed: int) -> dict[st
     """The central 95 % of the realized metrics if labels were drawn from ``p``: how far the
     labels, once they arrive, may fall from the estimate by chance alone."""
     rng = np.random.default_rng(seed)
-    labels = rng.random((draws, len(p))) < p  # one row per draw
     pred = predicted.astype(bool)
-    tp = (labels & pred).sum(axis=1)
-    fp = (~labels & pred).sum(axis=1)
-    fn = (labels & ~pred).sum(axis=1)
-    tn = len(p) - tp - fp - fn
+    positives, negatives = np.empty(draws), np.empty(draws)  # true labels among pred. pos./neg.
+    # a few million draws at a time: a 50,000-row window times 200 draws would need 10^7 floats
+    step = max(1, _DRAW_BUDGET // max(len(p), 1))
+    for start in range(0, draws, step):
+        labels = rng.random((min(step, draws - start), len(p))) < p  # one row per draw
+        positives[start : start + len(labels)] = labels[:, pred].sum(axis=1)
+        negatives[start : start + len(labels)] = labels[:, ~pred].sum(axis=1)
+    tp, fn = positives, negatives
+    fp = pred.sum() - tp
+    tn = (~pred).sum() - fn
     accuracy = (tp + tn) / len(p)
     with np.errstate(invalid="ignore", divide="ignore"):
         f1_pos = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
