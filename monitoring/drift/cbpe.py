@@ -128,7 +128,8 @@ def estimate(
     cfg: DriftConfig,
     realized: dict[str, float] | None,
 ) -> Estimate:
-    """CBPE of ``current`` (the window) against the reference's validation rows."""
+    """CBPE of ``current`` (the window's analysed rows, sampled like the drift tests) against
+    the reference's validation rows."""
     base = Estimate(rows=0, tolerance=cfg.performance_tolerance, realized=realized)
     if len(class_names) != 2:
         return _with(base, note="CBPE is implemented for binary classifiers only")
@@ -141,7 +142,10 @@ def estimate(
         return _with(
             base, note="the reference has no labelled rows of both classes to calibrate on"
         )
-    window = current[current[pred_col].notna() & current[PREDICTION_COLUMN].isin(class_names)]
+    if pred_col not in current.columns or PREDICTION_COLUMN not in current.columns:
+        return _with(base, note="the window has no probability or predicted class to estimate on")
+    rows = current[[pred_col, PREDICTION_COLUMN]]
+    window = rows[rows[pred_col].notna() & rows[PREDICTION_COLUMN].isin(class_names)]
     if window.empty:
         return _with(base, note="no row of the window has a probability and a predicted class")
     y_ref = (calib[LABEL_COLUMN] == positive).to_numpy(dtype=np.int64)

@@ -68,7 +68,8 @@ def analyse(
     pred_col = prediction_column(class_names)
     _check_reference(reference, manifest, pred_col)
     features, skipped = _usable_features(current, reference, manifest)
-    sample = _sample(current, [*features, pred_col], cfg)
+    # the predicted label rides along for CBPE, which estimates on the same analysed rows
+    sample = _sample(current, [*features, pred_col, PREDICTION_COLUMN], cfg)
     threshold = cfg.threshold(len(sample), len(reference))
 
     drift = {f: column_drift(reference[f], sample[f], cfg.method, threshold) for f in features}
@@ -77,7 +78,7 @@ def analyse(
     if pred_col in sample.columns and sample[pred_col].notna().any():
         prediction = column_drift(reference[pred_col], sample[pred_col], cfg.method, threshold)
     performance, labelled, validation = _performance(current, reference, class_names, cfg)
-    estimate = cbpe.estimate(current, reference, class_names, pred_col, cfg, performance.current)
+    estimate = cbpe.estimate(sample, reference, class_names, pred_col, cfg, performance.current)
 
     flags = Flags(
         data_drift=verdict.drifted,
