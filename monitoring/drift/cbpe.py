@@ -19,7 +19,7 @@ performance on feedback labels catches that.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -132,22 +132,19 @@ def estimate(
     the reference's validation rows."""
     base = Estimate(rows=0, tolerance=cfg.performance_tolerance, realized=realized)
     if len(class_names) != 2:
-        return _with(base, note="CBPE is implemented for binary classifiers only")
+        return replace(base, note="CBPE is implemented for binary classifiers only")
     positive = class_names[1]
-    calib = reference[reference[SPLIT_COLUMN] == VALIDATION]
-    if calib.empty:  # a reference without a hold-out: calibrate on all of it
-        calib = reference
-    calib = calib[calib[LABEL_COLUMN].isin(class_names) & calib[pred_col].notna()]
+    calib = _labelled_validation(reference, class_names, pred_col)
     if calib[LABEL_COLUMN].nunique() < 2:
-        return _with(
+        return replace(
             base, note="the reference has no labelled rows of both classes to calibrate on"
         )
     if pred_col not in current.columns or PREDICTION_COLUMN not in current.columns:
-        return _with(base, note="the window has no probability or predicted class to estimate on")
+        return replace(base, note="the window has no probability or predicted class to estimate on")
     rows = current[[pred_col, PREDICTION_COLUMN]]
     window = rows[rows[pred_col].notna() & rows[PREDICTION_COLUMN].isin(class_names)]
     if window.empty:
-        return _with(base, note="no row of the window has a probability and a predicted class")
+        return replace(base, note="no row of the window has a probability and a predicted class")
     y_ref = (calib[LABEL_COLUMN] == positive).to_numpy(dtype=np.int64)
     calibrator = fit_calibrator(calib[pred_col].to_numpy(dtype=np.float64), y_ref, cfg.seed)
     ref_metrics = expected_metrics(*_inputs(calib, pred_col, positive, calibrator))
@@ -167,13 +164,18 @@ def estimate(
     )
 
 
+def _labelled_validation(
+    reference: pd.DataFrame, class_names: list[str], pred_col: str
+) -> pd.DataFrame:
+    calib = reference[reference[SPLIT_COLUMN] == VALIDATION]
+    if calib.empty:  # a reference without a hold-out: calibrate on all of it
+        calib = reference
+    return calib[calib[LABEL_COLUMN].isin(class_names) & calib[pred_col].notna()]
+
+
 def _inputs(
     rows: pd.DataFrame, pred_col: str, positive: str, calibrator: Calibrator
 ) -> tuple[np.ndarray, np.ndarray]:
     p = calibrator(rows[pred_col].to_numpy(dtype=np.float64).clip(0.0, 1.0))
     predicted = (rows[PREDICTION_COLUMN] == positive).to_numpy(dtype=np.float64)
     return p, predicted
-
-
-def _with(base: Estimate, *, note: str) -> Estimate:
-    return Estimate(rows=base.rows, tolerance=base.tolerance, realized=base.realized, note=note)
