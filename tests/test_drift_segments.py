@@ -4,6 +4,7 @@ first, small ones reported as insufficient; bad keys refused with a clear messag
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
@@ -11,10 +12,13 @@ import pytest
 from model_store.manifest import Manifest
 from model_store.store import ModelStore
 from monitoring.drift.config import DriftConfig
-from monitoring.drift.job import _analyse_version
+from monitoring.drift.job import _analyse_version, run_drift
 from monitoring.drift.result import Status
 from monitoring.drift.segments import SegmentKeyError, analyse_segments, segment_labels
+from monitoring.simulate import run_simulation
+from service.settings import Settings
 from tests.conftest import MODEL
+from tests.servers import VigilServer
 from tests.test_drift_cbpe import _unsure_window
 from tests.test_drift_core import window
 
@@ -100,3 +104,39 @@ def test_a_categorical_feature_is_a_segment_key(
     w = window(reference, 10, seed=5)
     w["mean_texture"] = [0.0, 1.0] * 5
     assert sorted(segment_labels(w, categorical, "mean_texture").unique()) == ["0", "1"]
+
+
+def test_segments_end_to_end_through_the_log(
+    vigil_server: Callable[..., VigilServer], settings: Settings, manifest: Manifest
+) -> None:
+    """`vigil simulate --metadata region=…` through the service and I/O log: only the us traffic
+    has its most important feature shifted; the job run with a segment key puts us first."""
+    assert manifest.feature_importance is not None
+    top = manifest.feature_importance.ranked()[0][0]
+    server = vigil_server()
+    for region, drift, rows in (("eu", {}, 300), ("us", {top: 1.0}, 300), ("apac", {}, 40)):
+        sent = run_simulation(
+            server.url,
+            MODEL,
+            rows,
+            batch=50,
+            drift=drift,
+            seed=len(region),
+            metadata={"region": region},
+        )
+        assert sent.errors == 0
+    report = run_drift(
+        settings, MODEL, cfg=DriftConfig.from_settings(settings, segment_by="region")
+    )
+    (v1,) = report.versions
+    assert v1.segments is not None
+    order = [(s.value, s.status) for s in v1.segments.segments]
+    assert order == [("us", Status.DRIFT), ("eu", Status.OK), ("apac", Status.INSUFFICIENT_DATA)]
+    us = v1.segments.segments[0]
+    assert us.flags.data_drift and us.drifted_features[0] == top
+    saved = json.loads((report.directory / "drift.json").read_text())  # type: ignore[operator]
+    assert [s["value"] for s in saved["versions"][0]["segments"]["segments"]] == [
+        "us",
+        "eu",
+        "apac",
+    ]

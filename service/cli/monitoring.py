@@ -333,6 +333,16 @@ def _drift_pairs(values: list[str]) -> dict[str, float]:
     return out
 
 
+def _metadata_pairs(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, tag = value.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--metadata")
+        out[key.strip()] = tag
+    return out
+
+
 def simulate(
     model: ModelOpt,
     rows: Annotated[int, typer.Option(min=1, help="Rows to send.")] = 1000,
@@ -349,6 +359,10 @@ def simulate(
     feedback: Annotated[bool, typer.Option(help="Post the true labels to /v1/feedback.")] = False,
     batch: Annotated[int, typer.Option(min=1, help="Rows per request.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the sampled rows and label noise.")] = 0,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE sent as request metadata (repeatable), e.g. region=eu."),
+    ] = None,
 ) -> None:
     """Send realistic traffic drawn from the demo data to a running Vigil."""
     from monitoring.simulate import SimulationError, run_simulation
@@ -356,6 +370,7 @@ def simulate(
     if label_noise and not feedback:
         raise typer.BadParameter("label noise applies to feedback: add --feedback")
     shifts = _drift_pairs(drift or [])
+    tags = _metadata_pairs(metadata or [])
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -375,6 +390,7 @@ def simulate(
                 feedback=feedback,
                 seed=seed,
                 on_rows=lambda n: progress.advance(task, n),
+                metadata=tags,
             )
     except SimulationError as exc:
         raise _fail(str(exc)) from None
