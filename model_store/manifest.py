@@ -53,6 +53,25 @@ class ParityResult(BaseModel):
     tolerance: float
 
 
+class FeatureImportance(BaseModel):
+    """How much the model relies on each feature; weighs the drift verdict (README, "Drift")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["permutation"] = "permutation"
+    scoring: str = Field(description="scikit-learn scorer whose fall under a shuffle is measured.")
+    n_repeats: int = Field(description="Shuffles per feature; the mean fall is kept.")
+    random_state: int
+    data: str = Field(description="Which labelled rows were shuffled.")
+    rows: int
+    values: dict[str, float] = Field(
+        description="Share per feature: falls clipped at 0 and normalised to sum to 1."
+    )
+
+    def ranked(self) -> list[tuple[str, float]]:
+        return sorted(self.values.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -74,6 +93,9 @@ class Manifest(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
     parity: ParityResult | None = None
+    feature_importance: FeatureImportance | None = Field(
+        None, description="Absent in manifests older than it and when no labelled rows existed."
+    )
     description: str = ""
 
     @field_validator("features")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from model_store.convert import (
     to_onnx,
 )
 from model_store.errors import RegistrationError
+from model_store.importance import feature_importance
 from model_store.log_columns import (
     LABEL_COLUMN,
     PREDICTION_COLUMN,
@@ -31,6 +33,7 @@ from model_store.log_columns import (
 )
 from model_store.manifest import (
     DataFingerprint,
+    FeatureImportance,
     FeatureSpec,
     Manifest,
     OutputSpec,
@@ -38,6 +41,8 @@ from model_store.manifest import (
     PiiPolicy,
 )
 from model_store.store import ModelStore, check_model_name
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(x: pd.DataFrame, y: np.ndarray) -> DataFingerprint:
@@ -82,6 +87,16 @@ def _feature_specs(
         )
         for col in x.columns
     ]
+
+
+def _importance(
+    onnx_bytes: bytes, x: np.ndarray, y_idx: np.ndarray, names: list[str], n_classes: int, data: str
+) -> FeatureImportance | None:
+    try:
+        return feature_importance(onnx_bytes, x, y_idx, names, n_classes, data=data)
+    except RegistrationError as exc:  # the model is still usable; drift falls back to the share
+        log.warning("no feature importance: %s", exc)
+        return None
 
 
 def _reference_frame(
@@ -143,6 +158,14 @@ def register_sklearn(
     )
     split = np.where(holdout_mask, "validation", "train")
     reference = _reference_frame(x, y_idx, split, labels_idx, out.probabilities, cnames)
+    importance = _importance(
+        onnx_bytes,
+        x_np[holdout_mask],
+        y_idx[holdout_mask],
+        [str(c) for c in x.columns],
+        len(classes),
+        data="held-out validation rows",
+    )
 
     def build(version: int, sha: str) -> Manifest:
         return Manifest(
@@ -162,19 +185,68 @@ def register_sklearn(
             metrics=metrics,
             library_versions=library_versions(),
             parity=parity,
+            feature_importance=importance,
             description=description,
         )
 
     return store.register(name, onnx_bytes, build, reference.to_parquet)
 
 
+def _class_indices(values: pd.Series, outputs: OutputSpec) -> np.ndarray:
+    """Target values (raw class values or class names) as class indices."""
+    lookup: dict[Any, int] = {str(v): i for i, v in enumerate(outputs.class_values)}
+    lookup.update({n: i for i, n in enumerate(outputs.class_names)})
+    idx = [lookup.get(str(v)) for v in values.tolist()]
+    unknown = sorted({str(v) for v, i in zip(values.tolist(), idx, strict=True) if i is None})
+    if unknown:
+        raise RegistrationError(f"reference target holds unknown classes: {unknown[:5]}")
+    return np.asarray(idx, dtype=np.int64)
+
+
+def _onnx_reference(
+    onnx_bytes: bytes,
+    frame: pd.DataFrame,
+    features: list[FeatureSpec],
+    outputs: OutputSpec,
+    target: str,
+) -> tuple[pd.DataFrame, FeatureImportance | None]:
+    """The reference sample of an ONNX-only model (all rows count as validation rows) and, when
+    the frame has labels, the importance measured on it."""
+    names = [f.name for f in features]
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise RegistrationError(f"reference data lacks features {missing}")
+    x = frame[names].astype(np.float64)
+    out = run_onnx(onnx_bytes, x.to_numpy())
+    label_index = {str(v): i for i, v in enumerate(outputs.class_values)}
+    labels_idx = np.array([label_index[str(v)] for v in out.labels.tolist()])
+    labelled = target in frame.columns and bool(frame[target].notna().all())
+    y_idx = _class_indices(frame[target], outputs) if labelled else labels_idx
+    split = np.full(len(x), "validation")
+    ref = _reference_frame(x, y_idx, split, labels_idx, out.probabilities, outputs.class_names)
+    if not labelled:
+        ref[LABEL_COLUMN] = None  # unknown, not the model's own answer
+        return ref, None
+    n_classes = len(outputs.class_names)
+    data = "reference rows (ONNX-only registration)"
+    return ref, _importance(onnx_bytes, x.to_numpy(), y_idx, names, n_classes, data)
+
+
 def register_onnx_file(
-    store: ModelStore, name: str, onnx_path: Path, schema: dict[str, Any]
+    store: ModelStore,
+    name: str,
+    onnx_path: Path,
+    schema: dict[str, Any],
+    *,
+    reference: pd.DataFrame | None = None,
+    target: str = LABEL_COLUMN,
 ) -> Manifest:
     """Register an existing ONNX classifier with a schema: features, class names, optional PII.
 
     Without the original model there is no parity check; the manifest records ``parity: null``.
-    A smoke prediction on the schema's midpoints must succeed.
+    A smoke prediction on the schema's midpoints must succeed. ``reference`` (features, and the
+    label in ``target`` when known) becomes the reference sample for drift; with labels, feature
+    importance is measured on it, otherwise the manifest has none.
     """
     check_model_name(name)
     onnx_bytes = onnx_path.read_bytes()
@@ -204,6 +276,9 @@ def register_onnx_file(
         outputs.class_names = [str(i) for i in range(n_classes)]
     if not outputs.class_values:
         outputs.class_values = list(range(n_classes))
+    ref_frame, importance = (None, None)
+    if reference is not None:
+        ref_frame, importance = _onnx_reference(onnx_bytes, reference, features, outputs, target)
 
     def build(version: int, sha: str) -> Manifest:
         return Manifest(
@@ -217,10 +292,13 @@ def register_onnx_file(
             metadata_pii=metadata_pii,
             library_versions=library_versions(),
             parity=None,
+            feature_importance=importance,
             description=str(schema.get("description", "")),
         )
 
-    return store.register(name, onnx_bytes, build)
+    return store.register(
+        name, onnx_bytes, build, None if ref_frame is None else ref_frame.to_parquet
+    )
 
 
 __all__ = [

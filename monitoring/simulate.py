@@ -106,9 +106,11 @@ def run_simulation(
     seed: int = 0,
     timeout: float = 30.0,
     on_rows: Callable[[int], None] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> SimulationSummary:
     """Send ``rows`` rows in requests of ``batch`` to ``POST /v1/models/{model}/predict``
-    (and labels with ``feedback_token`` as Bearer token, when the service requires one)."""
+    (and labels with ``feedback_token`` as Bearer token, when the service requires one);
+    ``metadata`` goes with every request (a segment for ``vigil drift run --segment-by``)."""
     auth = {"Authorization": f"Bearer {feedback_token}"} if feedback_token else {}
     if rows < 1 or batch < 1:
         raise SimulationError("rows and batch must be at least 1")
@@ -123,7 +125,7 @@ def run_simulation(
         started = time.perf_counter()
         for start in range(0, rows, batch):
             chunk = records[start : start + batch]
-            request_id = _predict(client, model, chunk, summary)
+            request_id = _predict(client, model, chunk, summary, metadata)
             if request_id is not None and feedback:
                 pending += [
                     _Label(request_id, i, labels[start + i], labels[start + i] != truth[start + i])
@@ -161,11 +163,18 @@ def _error(summary: SimulationSummary, text: str) -> None:
 
 
 def _predict(
-    client: httpx.Client, model: str, chunk: list[dict[str, Any]], summary: SimulationSummary
+    client: httpx.Client,
+    model: str,
+    chunk: list[dict[str, Any]],
+    summary: SimulationSummary,
+    metadata: Mapping[str, str] | None,
 ) -> str | None:
     summary.requests += 1
+    body: dict[str, Any] = {"instances": chunk}
+    if metadata:
+        body["metadata"] = dict(metadata)
     try:
-        r = client.post(f"/v1/models/{model}/predict", json={"instances": chunk})
+        r = client.post(f"/v1/models/{model}/predict", json=body)
     except httpx.HTTPError as exc:
         summary.errors += 1
         summary.error_rows += len(chunk)

@@ -31,6 +31,13 @@ class FsyncPolicy(StrEnum):
     ALWAYS = "always"
 
 
+class DriftRule(StrEnum):
+    """How the drift job decides dataset drift from the per-feature verdicts."""
+
+    SHARE = "share"
+    IMPORTANCE = "importance"
+
+
 class OnLogFailure(StrEnum):
     """What the service does when an I/O record cannot be written."""
 
@@ -154,6 +161,29 @@ class Settings(BaseSettings):
     )
     drift_min_labelled_rows: int = Field(
         50, gt=0, description="Labelled rows needed in a window to judge model drift."
+    )
+    drift_rule: DriftRule = Field(
+        DriftRule.IMPORTANCE,
+        description="Dataset-drift rule: `importance` (the drifted features' share of the "
+        "manifest's permutation importance ≥ VIGIL_DRIFT_IMPORTANCE_THRESHOLD; `share` when a "
+        "manifest has none) or `share` (Evidently's: drifted features / features ≥ 0.5).",
+    )
+    drift_importance_threshold: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Importance-weighted share of drifted features that flags data drift.",
+    )
+    drift_segment_by: str = Field(
+        "",
+        description="Metadata key or categorical feature whose values the drift job also "
+        "analyses one by one (empty: no segments); `--segment-by` overrides it per run.",
+    )
+    drift_segment_min_rows: int = Field(
+        100,
+        gt=0,
+        description="Rows a segment needs to be analysed; smaller ones are listed as "
+        "insufficient_data.",
     )
     drift_reports_max_age: Annotated[timedelta, BeforeValidator(_duration)] = Field(
         timedelta(days=30),

@@ -100,6 +100,19 @@ def test_run_analyses_logged_traffic_writes_reports_and_pushes_gauges(
     accuracy = gauges[_key("vigil_drift_performance", version="1", metric="accuracy")]
     reference = gauges[_key("vigil_drift_reference_performance", version="1", metric="accuracy")]
     assert reference - accuracy > 0.2
+    # label noise is not covariate shift: the estimate without labels sees no drop
+    assert gauges[_key("vigil_drift_estimated_model_drift", version="1")] == 0
+    assert v1.estimate is not None and v1.estimate.estimated is not None
+    estimated = gauges[_key("vigil_drift_estimated_performance", version="1", metric="accuracy")]
+    assert estimated == pytest.approx(v1.estimate.estimated["accuracy"])
+    low = _key(
+        "vigil_drift_estimated_performance_band", version="1", metric="accuracy", bound="low"
+    )
+    assert gauges[low] <= estimated
+    assert gauges[_key("vigil_drift_weighted_share", version="1")] == pytest.approx(
+        v1.weighted_share
+    )
+    assert saved["versions"][0]["estimated_performance"]["estimated"]["accuracy"] == estimated
     for name in ("vigil_drift_drifted_share", "vigil_drift_prediction_drift",
                  "vigil_drift_prediction_score"):  # fmt: skip
         assert _key(name, version="1") in gauges

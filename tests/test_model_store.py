@@ -22,6 +22,8 @@ def test_train_demo_is_deterministic(tmp_path: Path) -> None:
     b = train_demo(ModelStore(tmp_path / "b"))
     assert a.sha256 == b.sha256
     assert a.training_data == b.training_data
+    assert a.feature_importance is not None
+    assert a.feature_importance == b.feature_importance  # same shares in two registrations
     assert a.parity is not None and a.parity.passed and a.parity.rows > 100
 
 

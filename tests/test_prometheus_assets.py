@@ -133,6 +133,12 @@ SCENARIOS: dict[str, Scenario] = {
         [{**D, "version": "1"}],
         [_series("vigil_drift_model_drift", {**D, "version": "1"}, "0x5")],
     ),
+    "VigilEstimatedPerformanceDrop": (
+        [_series("vigil_drift_estimated_model_drift", {**D, "version": "1"}, "1x5")],
+        3,
+        [{**D, "version": "1"}],
+        [_series("vigil_drift_estimated_model_drift", {**D, "version": "1"}, "0x5")],
+    ),
     "VigilDriftJobFailing": (
         [_series("vigil_drift_status", {**D, "status": "error"}, "1x5"),
          _series("vigil_drift_status", {**D, "status": "ok"}, "0x5")],
@@ -279,6 +285,9 @@ def test_dashboard_shows_what_operators_need() -> None:
         "vigil_drift_prediction_drift",
         "vigil_drift_model_drift",
         "vigil_drift_performance",
+        "vigil_drift_estimated_performance",
+        "vigil_drift_estimated_model_drift",
+        "vigil_drift_weighted_share",
         "vigil_drift_last_run_timestamp_seconds",
     }
     assert required <= used, required - used

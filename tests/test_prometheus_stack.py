@@ -62,6 +62,9 @@ ALERT_EXPECTATIONS = {
     "VigilDataDrift": FIRES,
     "VigilPredictionDrift": FIRES,  # the drifted inputs move the predictions too
     "VigilModelPerformanceDrop": FIRES,  # and the model is wrong on them (true labels sent)
+    # without labels too: the scaled inputs leave v2 predicting one class, so its expected
+    # macro-F1 falls (v1's estimate holds; CBPE cannot see that v1 is now wrong)
+    "VigilEstimatedPerformanceDrop": FIRES,
     "VigilDriftJobFailing": QUIET,
     "VigilDriftJobStale": QUIET,
     "VigilDriftJobNeverRan": QUIET,

@@ -8,6 +8,8 @@ Knows nothing of the log store or files: ``current`` has the columns of
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
@@ -19,6 +21,7 @@ from model_store.registration import (
     SPLIT_COLUMN,
     proba_column,
 )
+from monitoring.drift import cbpe
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.result import (
     PERFORMANCE_METRICS,
@@ -30,6 +33,7 @@ from monitoring.drift.result import (
     VersionResult,
 )
 from monitoring.drift.stats import column_drift
+from monitoring.drift.weighting import dataset_verdict
 
 FEEDBACK_COLUMN = "label"
 VALIDATION = "validation"
@@ -64,34 +68,38 @@ def analyse(
     pred_col = prediction_column(class_names)
     _check_reference(reference, manifest, pred_col)
     features, skipped = _usable_features(current, reference, manifest)
-    sample = _sample(current, [*features, pred_col], cfg)
+    # the predicted label rides along for CBPE, which estimates on the same analysed rows
+    sample = _sample(current, [*features, pred_col, PREDICTION_COLUMN], cfg)
     threshold = cfg.threshold(len(sample), len(reference))
 
     drift = {f: column_drift(reference[f], sample[f], cfg.method, threshold) for f in features}
-    drifted = [f for f, d in drift.items() if d.drifted]
-    share = len(drifted) / len(features)
+    verdict = dataset_verdict(drift, manifest.feature_importance, cfg)
     prediction = None
     if pred_col in sample.columns and sample[pred_col].notna().any():
         prediction = column_drift(reference[pred_col], sample[pred_col], cfg.method, threshold)
     performance, labelled, validation = _performance(current, reference, class_names, cfg)
+    estimate = cbpe.estimate(sample, reference, class_names, pred_col, cfg, performance.current)
 
     flags = Flags(
-        data_drift=share >= cfg.drift_share,
+        data_drift=verdict.drifted,
         prediction_drift=bool(prediction and prediction.drifted),
         model_drift=bool(performance.dropped),
+        estimated_model_drift=bool(estimate.dropped),
     )
     result.status = Status.DRIFT if flags.any() else Status.OK
     result.sampled_rows = len(sample)
     result.reference_rows = len(reference)
     result.flags = flags
-    result.drifted_share = share
-    result.drifted_features = drifted
+    result.drifted_share = verdict.share
+    result.drifted_features = [r.feature for r in verdict.ranking]
+    result.verdict = verdict
+    result.estimate = estimate
     result.features = drift
     result.skipped_features = skipped
     result.prediction_column = pred_col
     result.prediction = prediction
     result.performance = performance
-    result.message = _message(result, len(features), cfg)
+    result.message = _message(result, len(features))
     result.evidence = Evidence(
         current=sample,
         reference=reference[[*features, pred_col]],
@@ -185,7 +193,11 @@ def _performance(
     if validation.empty:  # a reference without a hold-out: compare with all of it
         validation = reference
     validation = validation[[LABEL_COLUMN, PREDICTION_COLUMN, *probas]]
+    # an ONNX-only model registered with an unlabelled reference has nothing to compare with
+    validation = validation[validation[LABEL_COLUMN].isin(class_names)]
     cur = quality(labelled[LABEL_COLUMN], labelled[PREDICTION_COLUMN])
+    if validation.empty:
+        return replace(base, current=cur), labelled, None
     ref = quality(validation[LABEL_COLUMN], validation[PREDICTION_COLUMN])
     dropped = any(ref[m] - cur[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
     performance = Performance(
@@ -199,28 +211,41 @@ def _performance(
     return performance, labelled, validation
 
 
-def _message(result: VersionResult, n_features: int, cfg: DriftConfig) -> str:
+def _message(result: VersionResult, n_features: int) -> str:
     parts = [
         f"{result.rows} rows"
         + (f" (sampled {result.sampled_rows})" if result.sampled_rows < result.rows else "")
     ]
     drifted = result.drifted_features
-    if drifted:
+    if drifted and result.verdict is not None:
         names = ", ".join(drifted[:5]) + (" …" if len(drifted) > 5 else "")
-        verdict = "data drift" if result.flags.data_drift else "below the dataset share"
-        parts.append(
-            f"{len(drifted)}/{n_features} features drifted ({names}; {verdict} {cfg.drift_share})"
-        )
+        parts.append(f"{len(drifted)}/{n_features} features drifted ({names}; {_rule(result)})")
     else:
         parts.append(f"no feature drifted of {n_features}")
     if result.prediction is not None and result.prediction.drifted:
         parts.append(f"prediction drift {_score(result.prediction)}")
+    est = result.estimate
+    if est is not None and est.estimated is not None and est.reference is not None:
+        acc, ref_acc = est.estimated["accuracy"], est.reference["accuracy"]
+        word = "estimated model drift: " if est.dropped else ""
+        parts.append(f"{word}estimated accuracy {acc:.3f} vs {ref_acc:.3f} without labels")
     perf = result.performance
     if perf is not None and perf.current is not None and perf.reference is not None:
         acc, ref_acc = perf.current["accuracy"], perf.reference["accuracy"]
         word = "model drift: " if perf.dropped else ""
         parts.append(f"{word}accuracy {acc:.3f} vs {ref_acc:.3f} on {perf.labelled_rows} labels")
     return "; ".join(parts)
+
+
+def _rule(result: VersionResult) -> str:
+    v = result.verdict
+    assert v is not None
+    verdict = "data drift" if v.drifted else "below"
+    if v.rule == "importance":
+        assert v.weighted_share is not None
+        return f"importance-weighted share {v.weighted_share:.3f}, {verdict} {v.threshold}"
+    fallback = ", no importance in the manifest" if v.note else ""
+    return f"{verdict} the dataset share {v.threshold}{fallback}"
 
 
 def _score(d: ColumnDrift) -> str:

@@ -98,6 +98,7 @@ def _summary(report: DriftReport) -> list[dict[str, Any]]:
 def _version_widgets(model: str, result: VersionResult) -> list[dict[str, Any]]:
     heading = f"{model} v{result.version}: {result.status.value} ({result.message})"
     widgets = [_widget(header_text(label=heading))]
+    widgets.extend(_widget(header_text(label=line)) for line in vigil_lines(result))
     if result.evidence is None:
         return widgets
     sections = [("data and prediction drift", drift_snapshot(result.evidence))]
@@ -110,6 +111,43 @@ def _version_widgets(model: str, result: VersionResult) -> list[dict[str, Any]]:
         widgets.extend(dumped["widgets"])
         widgets.extend(dumped["tests_widgets"])
     return widgets
+
+
+def vigil_lines(result: VersionResult) -> list[str]:
+    """Vigil's own verdicts, which Evidently's presets below do not know: the rule that decided
+    dataset drift, the drifted features by importance times score, and the CBPE estimate."""
+    lines: list[str] = []
+    v = result.verdict
+    if v is not None:
+        weighted = "" if v.weighted_share is None else f", weighted share {v.weighted_share:.3f}"
+        lines.append(
+            f"dataset rule {v.rule}: share {v.share:.3f}{weighted}, threshold {v.threshold}"
+            f" → {'data drift' if v.drifted else 'no data drift'}"
+            + (f" ({v.note})" if v.note else "")
+        )
+        for i, r in enumerate(v.ranking[:10], start=1):
+            imp = "n/a" if r.importance is None else f"{r.importance:.3f}"
+            lines.append(
+                f"#{i} {r.feature}: importance {imp}, score {r.score:.3f}, impact {r.impact:.4f}"
+            )
+    e = result.estimate
+    if e is not None and e.estimated is not None and e.band is not None:
+        low, high = e.band["accuracy"]
+        ref = "" if e.reference is None else f" vs {e.reference['accuracy']:.3f} on validation"
+        real = "" if e.realized is None else f"; realized {e.realized['accuracy']:.3f}"
+        lines.append(
+            f"estimated accuracy (CBPE) {e.estimated['accuracy']:.3f} "
+            f"[{low:.3f}, {high:.3f}]{ref}{real}"
+            + (" → estimated model drift" if e.dropped else "")
+        )
+    elif e is not None and e.note:
+        lines.append(f"no performance estimate: {e.note}")
+    if result.segments is not None:
+        for seg in result.segments.segments:
+            lines.append(
+                f"segment {result.segments.key}={seg.value}: {seg.status.value}; {seg.message}"
+            )
+    return lines
 
 
 def combined_snapshot(report: DriftReport) -> Snapshot:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from model_store.store import write_atomic
-from monitoring.drift.result import DriftReport, Status
+from monitoring.drift.result import DriftReport, Status, VersionResult
 
 INDEX_FILE = "index.json"
 MAX_ENTRIES = 10_000  # a 15-minute schedule fills this in ~100 days; older entries are dropped
@@ -29,6 +30,43 @@ log = logging.getLogger(__name__)
 
 def new_run_id(started_at: datetime) -> str:
     return f"{started_at.strftime('%Y%m%dT%H%M%S')}Z-{secrets.token_hex(3)}"
+
+
+def _metric(values: dict[str, float] | None, name: str) -> float | None:
+    return None if values is None else values.get(name)
+
+
+def _version_trend(v: VersionResult) -> dict[str, Any]:
+    est, perf = v.estimate, v.performance
+    return {
+        "version": v.version,
+        "status": v.status.value,
+        "rows": v.rows,
+        "rule": None if v.verdict is None else v.verdict.rule,
+        "drifted_share": v.drifted_share,
+        "weighted_share": v.weighted_share,
+        "estimated_accuracy": _metric(None if est is None else est.estimated, "accuracy"),
+        "estimated_f1_macro": _metric(None if est is None else est.estimated, "f1_macro"),
+        "realized_accuracy": _metric(None if perf is None else perf.current, "accuracy"),
+        "realized_f1_macro": _metric(None if perf is None else perf.current, "f1_macro"),
+    }
+
+
+def _worst(values: list[float | None], pick: Callable[[list[float]], float]) -> float | None:
+    known = [x for x in values if x is not None and math.isfinite(x)]
+    return pick(known) if known else None
+
+
+def trend_fields(report: DriftReport) -> dict[str, Any]:
+    """What ``vigil drift history`` shows of a run: per version, and the worst over versions
+    (largest shares, lowest metrics) as drift.json does for ``drifted_share``."""
+    per_version = [_version_trend(v) for v in report.versions]
+    out: dict[str, Any] = {"version_trends": per_version}
+    for key in ("drifted_share", "weighted_share"):
+        out[key] = _worst([t[key] for t in per_version], max)
+    for key in ("estimated_accuracy", "realized_accuracy"):
+        out[key] = _worst([t[key] for t in per_version], min)
+    return out
 
 
 class RunIndex:
@@ -68,6 +106,7 @@ class RunIndex:
             "rows": report.rows,
             "versions": [v.version for v in report.versions],
             "path": str(path),
+            **trend_fields(report),
         }
         with self._locked():
             runs = [*self.runs(), entry][-MAX_ENTRIES:]

@@ -21,6 +21,7 @@ from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
 from monitoring.drift.result import DriftReport, Status, VersionResult
 from monitoring.drift.retention import prune_model_reports
+from monitoring.drift.segments import analyse_segments
 from service.iolog.reader import read_predictions
 from service.settings import Settings
 
@@ -117,7 +118,11 @@ def _analyse_version(
 ) -> VersionResult:
     try:
         manifest = store.manifest(model, version)
-        return analyse(window, _reference(store, model, version), manifest, cfg)
+        reference = _reference(store, model, version)
+        result = analyse(window, reference, manifest, cfg)
+        if cfg.segment_by and result.status is not Status.INSUFFICIENT_DATA:
+            result.segments = analyse_segments(window, reference, manifest, cfg, cfg.segment_by)
+        return result
     except (StoreError, DriftInputError) as exc:
         log.warning("drift of %s v%d cannot be analysed: %s", model, version, exc)
         return VersionResult(

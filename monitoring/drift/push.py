@@ -5,9 +5,11 @@ Each push replaces the model's whole group, so versions no longer served disappe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
-from monitoring.drift.result import PERFORMANCE_METRICS, DriftReport, Status
+from monitoring.drift.result import PERFORMANCE_METRICS, DriftReport, Status, VersionResult
 
 JOB = "vigil_drift"
 
@@ -43,6 +45,10 @@ def drift_registry(report: DriftReport) -> CollectorRegistry:
         "vigil_drift_reference_performance", "Quality on validation rows.", [*mv, "metric"]
     )
     labelled = gauge("vigil_drift_labelled_rows", "Rows with feedback labels.", mv)
+    weighted = gauge(
+        "vigil_drift_weighted_share", "Importance-weighted share of drifted features.", mv
+    )
+    estimated = _EstimateGauges(gauge, mv)
 
     for v in report.versions:
         ver = str(v.version)
@@ -52,6 +58,9 @@ def drift_registry(report: DriftReport) -> CollectorRegistry:
         model_drift.labels(m, ver).set(int(v.flags.model_drift))
         if v.drifted_share is not None:
             share.labels(m, ver).set(v.drifted_share)
+        if v.weighted_share is not None:
+            weighted.labels(m, ver).set(v.weighted_share)
+        estimated.set(m, v)
         for feature, d in v.features.items():
             f_score.labels(m, ver, feature).set(d.score)
             f_drifted.labels(m, ver, feature).set(int(d.drifted))
@@ -65,6 +74,44 @@ def drift_registry(report: DriftReport) -> CollectorRegistry:
                 if v.performance.reference is not None:
                     ref_perf.labels(m, ver, metric).set(v.performance.reference[metric])
     return reg
+
+
+class _EstimateGauges:
+    """CBPE: the estimate, its band, its baseline and the flag, per model and version."""
+
+    def __init__(self, gauge: Callable[[str, str, list[str]], Gauge], mv: list[str]) -> None:
+        mm = [*mv, "metric"]
+        self.flag = gauge(
+            "vigil_drift_estimated_model_drift",
+            "1 when quality estimated without labels (CBPE) dropped beyond the tolerance.",
+            mv,
+        )
+        self.value = gauge(
+            "vigil_drift_estimated_performance", "Quality estimated without labels (CBPE).", mm
+        )
+        self.band = gauge(
+            "vigil_drift_estimated_performance_band",
+            "Bounds of the 95 % band of the CBPE estimate.",
+            [*mm, "bound"],
+        )
+        self.reference = gauge(
+            "vigil_drift_estimated_reference_performance",
+            "CBPE estimate on the validation rows: the baseline of the drop.",
+            mm,
+        )
+
+    def set(self, model: str, v: VersionResult) -> None:
+        est, ver = v.estimate, str(v.version)
+        if est is None or est.estimated is None:
+            return
+        self.flag.labels(model, ver).set(int(v.flags.estimated_model_drift))
+        for metric, value in est.estimated.items():
+            self.value.labels(model, ver, metric).set(value)
+        for metric, (low, high) in (est.band or {}).items():
+            self.band.labels(model, ver, metric, "low").set(low)
+            self.band.labels(model, ver, metric, "high").set(high)
+        for metric, value in (est.reference or {}).items():
+            self.reference.labels(model, ver, metric).set(value)
 
 
 def push(url: str, report: DriftReport, timeout: float = 10.0) -> None:

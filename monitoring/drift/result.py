@@ -59,19 +59,108 @@ class ColumnDrift:
 
 
 @dataclass(frozen=True, slots=True)
+class RankedFeature:
+    feature: str
+    score: float
+    importance: float | None
+    """None when the manifest records no importance."""
+
+    @property
+    def impact(self) -> float:
+        """What the ranking sorts by: importance times drift score (the score alone without one)."""
+        weight = 1.0 if self.importance is None else self.importance
+        return weight * self.score if math.isfinite(self.score) else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "importance": self.importance,
+            "score": _num(self.score),
+            "impact": _num(self.impact),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVerdict:
+    """How the dataset-drift flag was decided (``monitoring.drift.weighting``)."""
+
+    rule: str
+    drifted: bool
+    share: float
+    weighted_share: float | None
+    threshold: float
+    ranking: list[RankedFeature]
+    note: str = ""
+    importance: dict[str, float] | None = None
+    """Per feature, from the manifest; None when it records none."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "threshold": self.threshold,
+            "share": _num(self.share),
+            "weighted_share": _num(self.weighted_share),
+            "drifted": self.drifted,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Performance estimated without labels (CBPE, ``monitoring.drift.cbpe``)."""
+
+    rows: int
+    tolerance: float
+    method: str = "cbpe"
+    calibrated: bool = False
+    calibration_rows: int = 0
+    estimated: dict[str, float] | None = None
+    band: dict[str, list[float]] | None = None
+    """Central 95 % of the metric over label draws from the calibrated probabilities."""
+    reference: dict[str, float] | None = None
+    """The same estimate on the reference's validation rows: the baseline of the drop."""
+    realized: dict[str, float] | None = None
+    """Quality on the window's labelled rows, when there were enough of them."""
+    dropped: bool | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "rows": self.rows,
+            "calibrated": self.calibrated,
+            "calibration_rows": self.calibration_rows,
+            "estimated": self.estimated,
+            "band": self.band,
+            "reference": self.reference,
+            "realized": self.realized,
+            "tolerance": self.tolerance,
+            "dropped": self.dropped,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Flags:
     data_drift: bool = False
     prediction_drift: bool = False
     model_drift: bool = False
+    estimated_model_drift: bool = False
 
     def any(self) -> bool:
-        return self.data_drift or self.prediction_drift or self.model_drift
+        return (
+            self.data_drift
+            or self.prediction_drift
+            or self.model_drift
+            or self.estimated_model_drift
+        )
 
     def to_dict(self) -> dict[str, bool]:
         return {
             "data_drift": self.data_drift,
             "prediction_drift": self.prediction_drift,
             "model_drift": self.model_drift,
+            "estimated_model_drift": self.estimated_model_drift,
         }
 
 
@@ -98,6 +187,53 @@ class Performance:
             "current": self.current,
             "reference": self.reference,
             "dropped": self.dropped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentResult:
+    """One value of the segment key, analysed as a window of its own."""
+
+    value: str
+    rows: int
+    status: Status
+    flags: Flags
+    drifted_share: float | None
+    weighted_share: float | None
+    drifted_features: list[str]
+    estimated: dict[str, float] | None
+    estimate_band: dict[str, list[float]] | None
+    realized: dict[str, float] | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "rows": self.rows,
+            "status": self.status.value,
+            "flags": self.flags.to_dict(),
+            "drifted_share": _num(self.drifted_share),
+            "weighted_share": _num(self.weighted_share),
+            "drifted_features": self.drifted_features,
+            "estimated": self.estimated,
+            "estimate_band": self.estimate_band,
+            "realized": self.realized,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    key: str
+    min_rows: int
+    segments: list[SegmentResult]
+    """Worst first; segments under min_rows last, with status insufficient_data."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "min_rows": self.min_rows,
+            "segments": [s.to_dict() for s in self.segments],
         }
 
 
@@ -133,8 +269,15 @@ class VersionResult:
     prediction_column: str | None = None
     prediction: ColumnDrift | None = None
     performance: Performance | None = None
+    verdict: DatasetVerdict | None = None
+    estimate: Estimate | None = None
+    segments: Segments | None = None
     message: str = ""
     evidence: Evidence | None = field(default=None, repr=False)
+
+    @property
+    def weighted_share(self) -> float | None:
+        return None if self.verdict is None else self.verdict.weighted_share
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,13 +291,24 @@ class VersionResult:
             "flags": self.flags.to_dict(),
             "drifted_share": _num(self.drifted_share),
             "drifted_features": self.drifted_features,
-            "features": {name: d.to_dict() for name, d in self.features.items()},
+            "weighted_share": _num(self.weighted_share),
+            "dataset_rule": None if self.verdict is None else self.verdict.to_dict(),
+            "drifted_ranking": []
+            if self.verdict is None
+            else [r.to_dict() for r in self.verdict.ranking],
+            "features": {name: self._feature(name, d) for name, d in self.features.items()},
             "skipped_features": self.skipped_features,
             "prediction": None
             if self.prediction is None
             else {"column": self.prediction_column, **self.prediction.to_dict()},
             "performance": None if self.performance is None else self.performance.to_dict(),
+            "estimated_performance": None if self.estimate is None else self.estimate.to_dict(),
+            "segments": None if self.segments is None else self.segments.to_dict(),
         }
+
+    def _feature(self, name: str, d: ColumnDrift) -> dict[str, Any]:
+        weights = None if self.verdict is None else self.verdict.importance
+        return {**d.to_dict(), "importance": None if weights is None else weights.get(name, 0.0)}
 
 
 @dataclass(slots=True)
@@ -190,6 +344,7 @@ class DriftReport:
             data_drift=any(v.flags.data_drift for v in self.versions),
             prediction_drift=any(v.flags.prediction_drift for v in self.versions),
             model_drift=any(v.flags.model_drift for v in self.versions),
+            estimated_model_drift=any(v.flags.estimated_model_drift for v in self.versions),
         )
 
     @property
@@ -202,6 +357,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         shares = [v.drifted_share for v in self.versions if v.drifted_share is not None]
+        weighted = [v.weighted_share for v in self.versions if v.weighted_share is not None]
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -217,6 +373,7 @@ class DriftReport:
             "sample_cap": self.config.get("max_rows"),
             "flags": self.flags.to_dict(),
             "drifted_share": max(shares) if shares else None,
+            "weighted_share": max(weighted) if weighted else None,
             "served_versions": [v.version for v in self.versions],
             "versions": [v.to_dict() for v in self.versions],
             "config": self.config,

@@ -12,17 +12,21 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from model_store.errors import StoreError
+from model_store.manifest import Manifest
 from model_store.store import ModelStore
 from service.cli.logs import backtest_cmd, logs_app
 from service.cli.monitoring import drift_app, simulate
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(no_args_is_help=True, help="Vigil: real-time inference with drift monitoring.")
 models_app = typer.Typer(no_args_is_help=True, help="The versioned model store.")
@@ -80,9 +84,32 @@ def show_cmd(model: str, version: Annotated[Optional[int], typer.Argument()] = N
     store = _store()
     try:
         v = version if version is not None else store.resolve(model, Settings().alias)
-        out.print_json(store.manifest(model, v).model_dump_json())
+        manifest = store.manifest(model, v)
     except StoreError as exc:
         raise _fail(str(exc)) from None
+    out.print_json(manifest.model_dump_json())
+    _show_importance(manifest)
+
+
+def _show_importance(manifest: Manifest) -> None:
+    """The ranking a person reads, on stderr so that stdout stays the manifest's JSON."""
+    imp = manifest.feature_importance
+    if imp is None:
+        console.print(
+            "feature importance: none recorded (registered before it existed, or without labelled "
+            "rows); the drift job falls back to the plain share rule"
+        )
+        return
+    table = Table(
+        "rank",
+        "feature",
+        "importance",
+        title=f"feature importance ({imp.method}, {imp.scoring}, {imp.n_repeats} repeats, "
+        f"{imp.rows} {imp.data})",
+    )
+    for rank, (name, share) in enumerate(imp.ranked(), start=1):
+        table.add_row(str(rank), name, f"{share:.3f}")
+    console.print(table)
 
 
 @models_app.command("promote")
@@ -120,6 +147,13 @@ def register_cmd(
     target: Annotated[str, typer.Option(help="Target column in --data.")] = "target",
     onnx: Annotated[Optional[Path], typer.Option(help="An existing ONNX classifier.")] = None,  # noqa: UP045
     schema: Annotated[Optional[Path], typer.Option(help="JSON schema file for --onnx.")] = None,  # noqa: UP045
+    reference: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="Reference data for --onnx (CSV or Parquet): features, and --target when "
+            "labels are known (then feature importance is measured on it)."
+        ),
+    ] = None,
     holdout: Annotated[
         float, typer.Option(help="Share of --data used for the parity check.")
     ] = 0.25,
@@ -137,13 +171,15 @@ def register_cmd(
         if onnx is not None:
             if schema is None:
                 raise _fail("--onnx needs --schema (features, class names)")
-            manifest = register_onnx_file(store, name, onnx, json.loads(schema.read_text()))
+            ref = None if reference is None else _read_frame(reference)
+            manifest = register_onnx_file(
+                store, name, onnx, json.loads(schema.read_text()), reference=ref, target=target
+            )
         elif pipeline is not None and data is not None:
             import joblib
             import numpy as np
-            import pandas as pd
 
-            frame = pd.read_parquet(data) if data.suffix == ".parquet" else pd.read_csv(data)
+            frame = _read_frame(data)
             if target not in frame.columns:
                 raise _fail(f"--data has no column {target!r}")
             y = frame.pop(target).to_numpy()
@@ -168,6 +204,17 @@ def register_cmd(
     except StoreError as exc:
         raise _fail(str(exc)) from None
     console.print(f"registered {manifest.name} v{manifest.version} sha256 {manifest.sha256[:12]}…")
+    if manifest.feature_importance is None:
+        console.print(
+            "no feature importance: no labelled rows of two classes to measure it on "
+            "(for --onnx, give --reference with a --target column)"
+        )
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 @app.command()

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from service.settings import Settings
+from service.settings import DriftRule, Settings
 
 if TYPE_CHECKING:
     from monitoring.drift.config import DriftConfig
@@ -27,6 +27,7 @@ console = Console(stderr=True)
 
 EXIT_ERROR = 1
 EXIT_DRIFT = 3  # only with --fail-on-drift
+EXIT_NO_RUNS = 4  # `drift history` of a known model that has not been analysed yet
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name in the store.")]
 SinceOpt = Annotated[
@@ -37,6 +38,13 @@ UntilOpt = Annotated[str | None, typer.Option(help="Window end, ISO 8601 (defaul
 ShareOpt = Annotated[
     float | None,
     typer.Option(help="Share of drifted features that flags dataset drift (default 0.5)."),
+]
+RuleOpt = Annotated[
+    DriftRule | None,
+    typer.Option(
+        help="Dataset-drift rule: importance-weighted share, or Evidently's plain share "
+        "(default VIGIL_DRIFT_RULE, importance)."
+    ),
 ]
 
 
@@ -76,11 +84,69 @@ def summary_line(report: DriftReport, where: Path | None) -> str:
     return text
 
 
-def _config(settings: Settings, drift_share: float | None) -> DriftConfig:
+def _config(
+    settings: Settings,
+    drift_share: float | None,
+    rule: DriftRule | None = None,
+    segment_by: str | None = None,
+) -> DriftConfig:
     from monitoring.drift.config import DriftConfig
 
-    extra = {} if drift_share is None else {"drift_share": drift_share}
+    extra: dict[str, object] = {} if drift_share is None else {"drift_share": drift_share}
+    if rule is not None:
+        extra["rule"] = rule.value
+    if segment_by:
+        extra["segment_by"] = segment_by
     return DriftConfig.from_settings(settings, **extra)
+
+
+def _print_segments(report: DriftReport) -> None:
+    """Segments worst first; those too small to judge last, shown rather than hidden."""
+    from rich.table import Table
+
+    for v in report.versions:
+        if v.segments is None:
+            continue
+        seg = v.segments
+        table = Table(
+            seg.key,
+            "rows",
+            "status",
+            "weighted",
+            "est. acc",
+            "real acc",
+            "drifted features",
+            title=f"v{v.version} by {seg.key} (≥ {seg.min_rows} rows analysed)",
+        )
+        for s in seg.segments:
+            est = None if s.estimated is None else s.estimated["accuracy"]
+            real = None if s.realized is None else s.realized["accuracy"]
+            table.add_row(
+                s.value,
+                str(s.rows),
+                s.status.value,
+                _fmt(s.weighted_share),
+                _fmt(est),
+                _fmt(real),
+                ", ".join(s.drifted_features[:4]) or "-",
+            )
+        console.print(table)
+
+
+def _print_ranking(report: DriftReport) -> None:
+    """The drifted features, most consequential first (importance times drift score)."""
+    from rich.table import Table
+
+    for v in report.versions:
+        if v.verdict is None or not v.verdict.ranking:
+            continue
+        table = Table(
+            "rank", "feature", "importance", "score", "impact", title=f"v{v.version} drifted"
+        )
+        for i, r in enumerate(v.verdict.ranking, start=1):
+            imp = "-" if r.importance is None else f"{r.importance:.3f}"
+            table.add_row(str(i), r.feature, imp, f"{r.score:.3f}", f"{r.impact:.4f}")
+        console.print(table)
 
 
 @drift_app.command("run")
@@ -92,6 +158,14 @@ def run_cmd(
         Path | None, typer.Option("--out", help="Write drift.json and drift.html into DIR.")
     ] = None,
     drift_share: ShareOpt = None,
+    rule: RuleOpt = None,
+    segment_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Also analyse each value of this metadata key or categorical feature "
+            "(default VIGIL_DRIFT_SEGMENT_BY)."
+        ),
+    ] = None,
     fail_on_drift: Annotated[
         bool, typer.Option(help=f"Exit {EXIT_DRIFT} when drift is detected.")
     ] = False,
@@ -103,7 +177,7 @@ def run_cmd(
 
     settings = Settings()
     start, end = parse_time(since, "--since"), parse_time(until, "--until")
-    cfg = _config(settings, drift_share)
+    cfg = _config(settings, drift_share, rule, segment_by)
     try:
         with console.status(f"drift of {model}…") as status:
             report = run_drift(
@@ -113,6 +187,8 @@ def run_cmd(
         raise _fail(str(exc)) from None
     if report.push_error:
         console.print(f"[bold red]error:[/] pushing gauges failed: {report.push_error}")
+    _print_ranking(report)
+    _print_segments(report)
     _line(summary_line(report, report.directory))
     if report.status is Status.ERROR or report.push_error:
         raise typer.Exit(code=EXIT_ERROR)
@@ -128,6 +204,7 @@ def schedule_cmd(
         typer.Option("--model", "-m", help="Model to watch (repeatable; default: every model)."),
     ] = None,
     drift_share: ShareOpt = None,
+    rule: RuleOpt = None,
 ) -> None:
     """Run the drift job every interval in the foreground until SIGTERM or SIGINT (exit 0)."""
     from model_store.store import ModelStore
@@ -140,7 +217,7 @@ def schedule_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--every") from None
     settings = Settings()
-    cfg = _config(settings, drift_share)
+    cfg = _config(settings, drift_share, rule)
     stop = threading.Event()
 
     def one_round() -> None:
@@ -162,6 +239,83 @@ def schedule_cmd(
     console.print(f"drift schedule stopped cleanly after {runs} rounds")
 
 
+@drift_app.command("history")
+def history_cmd(
+    model: ModelOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table.")] = (
+        False
+    ),
+) -> None:
+    """One row per drift run of MODEL: time, rows, verdicts, weighted share, estimated and
+    realized accuracy (exit 1: unknown model; exit 4: no runs yet)."""
+    import json
+
+    from model_store.errors import StoreError
+    from model_store.store import ModelStore, check_model_name
+    from monitoring.drift.history import history
+
+    settings = Settings()
+    try:
+        check_model_name(model)
+        known = bool(ModelStore(settings.model_store).versions(model))
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    rows = history(settings.reports_dir, model)
+    if not rows and not known:
+        raise _fail(f"model {model!r} is not in the store {settings.model_store} and has no runs")
+    if not rows:
+        console.print(f"{model}: no drift runs yet (run `vigil drift run --model {model}`)")
+        raise typer.Exit(code=EXIT_NO_RUNS)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _history_table(model, rows)
+    drifted = sum(r["status"] == "drift" for r in rows)
+    _line(
+        f"{model}: {len(rows)} runs from {rows[0]['started_at']} to {rows[-1]['started_at']}, "
+        f"{drifted} with drift"
+    )
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _history_table(model: str, rows: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    table = Table(
+        "started",
+        "window until",
+        "rows",
+        "status",
+        "flags",
+        "rule",
+        "share",
+        "weighted",
+        "est. acc",
+        "real acc",
+        title=f"drift history of {model}",
+    )
+    for r in rows:
+        flags = r["flags"]
+        table.add_row(
+            str(r["started_at"])[:19],
+            str(r["until"])[:19],
+            _fmt(r["rows"]),
+            _fmt(r["status"]),
+            ", ".join(flags) if isinstance(flags, list) and flags else "-",
+            _fmt(r["rule"]),
+            _fmt(r["drifted_share"]),
+            _fmt(r["weighted_share"]),
+            _fmt(r["estimated_accuracy"]),
+            _fmt(r["realized_accuracy"]),
+        )
+    Console(width=200).print(table)
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -176,6 +330,16 @@ def _drift_pairs(values: list[str]) -> dict[str, float]:
             sep = ""
         if not sep or not feature.strip():
             raise typer.BadParameter(f"{value!r} is not FEATURE=SHIFT", param_hint="--drift")
+    return out
+
+
+def _metadata_pairs(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, tag = value.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--metadata")
+        out[key.strip()] = tag
     return out
 
 
@@ -195,6 +359,10 @@ def simulate(
     feedback: Annotated[bool, typer.Option(help="Post the true labels to /v1/feedback.")] = False,
     batch: Annotated[int, typer.Option(min=1, help="Rows per request.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the sampled rows and label noise.")] = 0,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE sent as request metadata (repeatable), e.g. region=eu."),
+    ] = None,
 ) -> None:
     """Send realistic traffic drawn from the demo data to a running Vigil."""
     from monitoring.simulate import SimulationError, run_simulation
@@ -202,6 +370,7 @@ def simulate(
     if label_noise and not feedback:
         raise typer.BadParameter("label noise applies to feedback: add --feedback")
     shifts = _drift_pairs(drift or [])
+    tags = _metadata_pairs(metadata or [])
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -222,6 +391,7 @@ def simulate(
                 feedback_token=Settings().feedback_token.get_secret_value(),
                 seed=seed,
                 on_rows=lambda n: progress.advance(task, n),
+                metadata=tags,
             )
     except SimulationError as exc:
         raise _fail(str(exc)) from None

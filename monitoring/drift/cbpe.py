@@ -1,0 +1,181 @@
+"""Confidence-based performance estimation (CBPE): a binary classifier's accuracy and F1 on a
+window whose labels have not arrived, from its own calibrated probabilities.
+
+Method as NannyML describes it ("Confidence-based Performance Estimation (CBPE)",
+https://nannyml.readthedocs.io/en/stable/how_it_works/performance_estimation.html):
+if the positive-class probability ``p`` is calibrated, a row predicted positive is a true
+positive with probability ``p`` and a false positive with ``1 - p`` (a row predicted negative is a
+false negative with ``p`` and a true negative with ``1 - p``). Summed over the window these give the
+expected confusion matrix, and from it expected accuracy and F1. Probabilities are calibrated on
+the reference's labelled validation rows with isotonic regression when that helps on held-out
+folds (NannyML also calibrates only when needed; it judges by the expected calibration error, we
+by the Brier score, which needs no bins and so is steadier on a few hundred validation rows).
+
+Assumptions, and so limits: P(label | inputs) is unchanged (covariate shift only) and the
+calibration learnt on the reference holds in the region the window comes from. A change of the
+label given the inputs (concept drift, for example labels flipped) is invisible to it; realized
+performance on feedback labels catches that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import StratifiedKFold
+
+from model_store.registration import LABEL_COLUMN, PREDICTION_COLUMN, SPLIT_COLUMN
+from monitoring.drift.config import DriftConfig
+from monitoring.drift.result import PERFORMANCE_METRICS, Estimate
+
+VALIDATION = "validation"
+_BINS = 10
+_FOLDS = 5
+_DRAW_BUDGET = 2_000_000  # random numbers held at once by band()
+
+
+@dataclass(frozen=True, slots=True)
+class Calibrator:
+    isotonic: IsotonicRegression | None
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        if self.isotonic is None:
+            return p
+        calibrated: np.ndarray = self.isotonic.predict(p)
+        return calibrated
+
+
+def calibration_error(p: np.ndarray, y: np.ndarray) -> float:
+    """Expected calibration error over ten equal-width bins of ``p``."""
+    bins = np.minimum((p * _BINS).astype(int), _BINS - 1)
+    error = 0.0
+    for b in np.unique(bins):
+        in_bin = bins == b
+        error += in_bin.mean() * abs(p[in_bin].mean() - y[in_bin].mean())
+    return float(error)
+
+
+def _brier(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
+def _isotonic(p: np.ndarray, y: np.ndarray) -> IsotonicRegression:
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+
+
+def fit_calibrator(p: np.ndarray, y: np.ndarray, seed: int = 0) -> Calibrator:
+    """Isotonic calibration if its out-of-fold probabilities score better (Brier) than ``p``."""
+    if min(np.bincount(y.astype(int), minlength=2)) < _FOLDS:
+        return Calibrator(None)  # too few of a class to judge a calibration on held-out folds
+    out_of_fold = np.empty_like(p)
+    folds = StratifiedKFold(n_splits=_FOLDS, shuffle=True, random_state=seed)
+    for fit_idx, test_idx in folds.split(p, y):
+        out_of_fold[test_idx] = _isotonic(p[fit_idx], y[fit_idx]).predict(p[test_idx])
+    if _brier(out_of_fold, y) < _brier(p, y):
+        return Calibrator(_isotonic(p, y))
+    return Calibrator(None)
+
+
+def expected_metrics(p: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Expected accuracy and macro F1 from calibrated ``p`` and the predicted labels (0/1)."""
+    tp = float(np.sum(p * predicted))
+    fp = float(np.sum((1 - p) * predicted))
+    fn = float(np.sum(p * (1 - predicted)))
+    tn = float(np.sum((1 - p) * (1 - predicted)))
+    return {
+        "accuracy": (tp + tn) / len(p),
+        "f1_macro": (_f1(tp, fp, fn) + _f1(tn, fn, fp)) / 2,
+    }
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+
+
+def band(p: np.ndarray, predicted: np.ndarray, draws: int, seed: int) -> dict[str, list[float]]:
+    """The central 95 % of the realized metrics if labels were drawn from ``p``: how far the
+    labels, once they arrive, may fall from the estimate by chance alone."""
+    rng = np.random.default_rng(seed)
+    pred = predicted.astype(bool)
+    positives, negatives = np.empty(draws), np.empty(draws)  # true labels among pred. pos./neg.
+    # a few million draws at a time: a 50,000-row window times 200 draws would need 10^7 floats
+    step = max(1, _DRAW_BUDGET // max(len(p), 1))
+    for start in range(0, draws, step):
+        labels = rng.random((min(step, draws - start), len(p))) < p  # one row per draw
+        positives[start : start + len(labels)] = labels[:, pred].sum(axis=1)
+        negatives[start : start + len(labels)] = labels[:, ~pred].sum(axis=1)
+    tp, fn = positives, negatives
+    fp = pred.sum() - tp
+    tn = (~pred).sum() - fn
+    accuracy = (tp + tn) / len(p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1_pos = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+        f1_neg = np.nan_to_num(2 * tn / (2 * tn + fn + fp))
+    f1_macro = (f1_pos + f1_neg) / 2
+    return {
+        name: [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+        for name, values in (("accuracy", accuracy), ("f1_macro", f1_macro))
+    }
+
+
+def estimate(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    class_names: list[str],
+    pred_col: str,
+    cfg: DriftConfig,
+    realized: dict[str, float] | None,
+) -> Estimate:
+    """CBPE of ``current`` (the window's analysed rows, sampled like the drift tests) against
+    the reference's validation rows."""
+    base = Estimate(rows=0, tolerance=cfg.performance_tolerance, realized=realized)
+    if len(class_names) != 2:
+        return replace(base, note="CBPE is implemented for binary classifiers only")
+    positive = class_names[1]
+    calib = _labelled_validation(reference, class_names, pred_col)
+    if calib[LABEL_COLUMN].nunique() < 2:
+        return replace(
+            base, note="the reference has no labelled rows of both classes to calibrate on"
+        )
+    if pred_col not in current.columns or PREDICTION_COLUMN not in current.columns:
+        return replace(base, note="the window has no probability or predicted class to estimate on")
+    rows = current[[pred_col, PREDICTION_COLUMN]]
+    window = rows[rows[pred_col].notna() & rows[PREDICTION_COLUMN].isin(class_names)]
+    if window.empty:
+        return replace(base, note="no row of the window has a probability and a predicted class")
+    y_ref = (calib[LABEL_COLUMN] == positive).to_numpy(dtype=np.int64)
+    calibrator = fit_calibrator(calib[pred_col].to_numpy(dtype=np.float64), y_ref, cfg.seed)
+    ref_metrics = expected_metrics(*_inputs(calib, pred_col, positive, calibrator))
+    p, predicted = _inputs(window, pred_col, positive, calibrator)
+    est = expected_metrics(p, predicted)
+    dropped = any(ref_metrics[m] - est[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
+    return Estimate(
+        rows=len(window),
+        tolerance=cfg.performance_tolerance,
+        calibrated=calibrator.isotonic is not None,
+        calibration_rows=len(calib),
+        estimated=est,
+        band=band(p, predicted, cfg.estimate_draws, cfg.seed),
+        reference=ref_metrics,
+        realized=realized,
+        dropped=dropped,
+    )
+
+
+def _labelled_validation(
+    reference: pd.DataFrame, class_names: list[str], pred_col: str
+) -> pd.DataFrame:
+    calib = reference[reference[SPLIT_COLUMN] == VALIDATION]
+    if calib.empty:  # a reference without a hold-out: calibrate on all of it
+        calib = reference
+    return calib[calib[LABEL_COLUMN].isin(class_names) & calib[pred_col].notna()]
+
+
+def _inputs(
+    rows: pd.DataFrame, pred_col: str, positive: str, calibrator: Calibrator
+) -> tuple[np.ndarray, np.ndarray]:
+    p = calibrator(rows[pred_col].to_numpy(dtype=np.float64).clip(0.0, 1.0))
+    predicted = (rows[PREDICTION_COLUMN] == positive).to_numpy(dtype=np.float64)
+    return p, predicted
