@@ -1,31 +1,24 @@
-"""Errors of the model store; the service maps them to HTTP statuses in one place."""
+"""The model store's errors. They are defined with every other error of Vigil in
+``service/errors.py`` (one hierarchy, one file); this module names the ones the store raises."""
 
 from __future__ import annotations
 
+from service.errors import (
+    IntegrityError,
+    ModelNotFoundError,
+    ParityError,
+    RegistrationError,
+    StoreError,
+    StoreReadOnlyError,
+    VersionNotFoundError,
+)
 
-class StoreError(Exception):
-    """Base of every model-store error."""
-
-
-class ModelNotFoundError(StoreError):
-    pass
-
-
-class VersionNotFoundError(StoreError):
-    pass
-
-
-class IntegrityError(StoreError):
-    """A model file does not match its manifest (sha256), or the manifest is unreadable."""
-
-
-class ParityError(StoreError):
-    """The converted ONNX model does not agree with the original scikit-learn model."""
-
-
-class RegistrationError(StoreError):
-    """A model cannot be registered as given (bad schema, bad file, bad arguments)."""
-
-
-class StoreReadOnlyError(StoreError):
-    """The store cannot be written here (a read-only mount, as in the Kubernetes manifests)."""
+__all__ = [
+    "IntegrityError",
+    "ModelNotFoundError",
+    "ParityError",
+    "RegistrationError",
+    "StoreError",
+    "StoreReadOnlyError",
+    "VersionNotFoundError",
+]

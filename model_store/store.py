@@ -36,14 +36,6 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _VERSION_DIR = re.compile(r"[1-9][0-9]{0,8}")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_model_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise RegistrationError(

@@ -1,4 +1,10 @@
-"""Typed domain errors. Each carries its HTTP status; one handler in the app maps them."""
+"""Every error class of Vigil, in one hierarchy. Each carries its HTTP status; one handler in
+the app (service/http/errors.py) turns any of them into ``{"error": "..."}``.
+
+The model store's and the registry's errors are here too: each is a ``StoreError`` (so offline
+tools can catch "anything the store refused") *and* the client-facing error it means, from which it
+takes its status (``ModelNotFoundError`` is a ``ModelNotFound``: 404). ``model_store.errors``
+re-exports them for the model store's modules."""
 
 from __future__ import annotations
 
@@ -70,3 +76,47 @@ class LogUnavailable(Unavailable):
 class Conflict(VigilError):
     status_code = 409
     kind = "conflict"
+
+
+# -- the model store and the registry ---------------------------------------------------------
+# StoreError sets no status or kind of its own: each subclass takes them from its second parent.
+
+
+class StoreError(VigilError):
+    """Base of every model-store and registry error."""
+
+
+class ModelNotFoundError(StoreError, ModelNotFound):
+    pass
+
+
+class VersionNotFoundError(StoreError, VersionNotFound):
+    pass
+
+
+class IntegrityError(StoreError, Unavailable):
+    """A model file does not match its manifest (sha256), or the manifest is unreadable."""
+
+
+class ParityError(StoreError, InvalidInput):
+    """The converted ONNX model does not agree with the original scikit-learn model."""
+
+
+class RegistrationError(StoreError, Conflict):
+    """A model cannot be registered as given (bad schema, bad file, bad arguments)."""
+
+
+class StoreReadOnlyError(StoreError, Conflict):
+    """The store cannot be written here (a read-only mount, as in the Kubernetes manifests)."""
+
+
+class ModelNotReadyError(StoreError, ModelNotReady):
+    """No version of the model could be loaded."""
+
+
+class VersionLoadError(StoreError, Unavailable):
+    """A version was refused at load (hash, onnxruntime, smoke prediction)."""
+
+
+class VersionInUseError(StoreError, Conflict):
+    """The version cannot be unloaded: it is served (aliased) or pinned."""

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from model_store.errors import StoreError
 from service.durations import parse_duration
 from service.errors import VigilError
 from service.settings import Settings
@@ -193,7 +192,7 @@ def backtest_cmd(
                 Settings(), model, candidate, since, until,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
-    except (VigilError, StoreError) as exc:
+    except VigilError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     table = Table(

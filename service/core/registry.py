@@ -23,9 +23,16 @@ from dataclasses import dataclass, field
 
 import onnxruntime as ort
 
-from model_store.errors import ModelNotFoundError, StoreError, VersionNotFoundError
 from model_store.store import ModelStore
 from service.core.loaded_model import LoadedModel
+from service.errors import (
+    ModelNotFoundError,
+    ModelNotReadyError,
+    StoreError,
+    VersionInUseError,
+    VersionLoadError,
+    VersionNotFoundError,
+)
 
 log = logging.getLogger("vigil.registry")
 # One load at a time: loads are CPU-bound, and every extra loader thread is one more
@@ -297,7 +304,7 @@ class ModelRegistry:
                 continue  # already refused; retried when the alias moves again or on reload
             try:
                 self._switch(model, target)
-            except (VersionLoadError, StoreError) as exc:
+            except StoreError as exc:
                 log.error("not switching %s to v%s: %s", model, target, exc)
 
     def retry_failed(self) -> None:
@@ -333,15 +340,3 @@ class ModelRegistry:
                 "failures": {str(v): why for v, why in sorted(state.failures.items())},
             }
         return ready, report
-
-
-class ModelNotReadyError(StoreError):
-    pass
-
-
-class VersionLoadError(StoreError):
-    pass
-
-
-class VersionInUseError(StoreError):
-    pass

@@ -12,38 +12,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from model_store import errors as store_errors
 from service import errors
 from service.core.dataplane import DataPlane, new_request_id
-from service.core.registry import ModelNotReadyError, VersionInUseError, VersionLoadError
 from service.http.body import discard_unread, request_body
 from service.http.deps import runtime
 
 log = logging.getLogger("vigil.http")
 
-# Store-level errors and the domain error each one means to a client.
-_STORE_TO_DOMAIN: dict[type[Exception], type[errors.VigilError]] = {
-    store_errors.ModelNotFoundError: errors.ModelNotFound,
-    store_errors.VersionNotFoundError: errors.VersionNotFound,
-    ModelNotReadyError: errors.ModelNotReady,
-    VersionLoadError: errors.Unavailable,
-    store_errors.IntegrityError: errors.Unavailable,
-    store_errors.ParityError: errors.InvalidInput,
-    store_errors.RegistrationError: errors.Conflict,
-    store_errors.StoreReadOnlyError: errors.Conflict,
-    VersionInUseError: errors.Conflict,
-    TimeoutError: errors.Unavailable,
-}
-
 
 def to_domain(exc: Exception) -> errors.VigilError:
     if isinstance(exc, errors.VigilError):
         return exc
-    for cls in type(exc).__mro__:
-        mapped = _STORE_TO_DOMAIN.get(cls)
-        if mapped is not None:
-            message = str(exc) or "request timed out"
-            return mapped(message)
+    if isinstance(exc, TimeoutError):
+        return errors.Unavailable(str(exc) or "request timed out")
     raise exc
 
 
@@ -100,7 +81,7 @@ def install(app: FastAPI, dataplane: DataPlane) -> None:
         dataplane.metrics.error(getattr(request.state, "endpoint", "other"), "internal")
         return error_response(500, "internal error; the incident was logged")
 
-    domain_types = (errors.VigilError, store_errors.StoreError, TimeoutError)
+    domain_types = (errors.VigilError, TimeoutError)
 
     async def respond(request: Request, exc: Exception) -> Response:
         """The same mapping for code that runs outside Starlette's handlers (the fast path)."""
