@@ -29,3 +29,16 @@ class RegistrationError(StoreError):
 
 class StoreReadOnlyError(StoreError):
     """The store cannot be written here (a read-only mount, as in the Kubernetes manifests)."""
+
+
+class RolloutNotFoundError(StoreError):
+    """No rollout is running for the model."""
+
+
+class RolloutConflictError(StoreError):
+    """The change conflicts with the rollout state: one is already running, one is running and
+    blocks a plain promote, or the state changed since the caller read it (stale revision)."""
+
+
+class RolloutInvalidError(StoreError):
+    """A rollout parameter is out of range or inconsistent (percent, sample, gates, version)."""

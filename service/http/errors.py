@@ -30,6 +30,9 @@ _STORE_TO_DOMAIN: dict[type[Exception], type[errors.VigilError]] = {
     store_errors.ParityError: errors.InvalidInput,
     store_errors.RegistrationError: errors.Conflict,
     store_errors.StoreReadOnlyError: errors.Conflict,
+    store_errors.RolloutNotFoundError: errors.NotFound,
+    store_errors.RolloutConflictError: errors.Conflict,
+    store_errors.RolloutInvalidError: errors.InvalidInput,
     VersionInUseError: errors.Conflict,
     TimeoutError: errors.Unavailable,
 }
