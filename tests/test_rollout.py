@@ -308,3 +308,32 @@ def test_cli_rollout(home: Path, store: ModelStore, monkeypatch: pytest.MonkeyPa
     assert missing.exit_code == 1 and "no rollout is running" in missing.output
     gate = run(cli, ["rollout", "start", MODEL, "1", "--mode", "shadow", "--gate", "oops"])
     assert gate.exit_code == 1 and "NAME=VALUE" in gate.output
+
+
+def test_status_compares_the_versions_from_the_logged_traffic(
+    admin_client: TestClient, rows: list[Row], demo: tuple[object, object, list[str]]
+) -> None:
+    """GET /rollout reads the I/O log since the rollout began: requests, latency and labelled
+    accuracy of each side. (Shadow/canary routing is not wired yet, so the candidate's traffic
+    here is sent to its version explicitly.)"""
+    assert _post(admin_client, "", {"version": 2, "mode": "shadow"}).status_code == 200  # type: ignore[attr-defined]
+    y, names = demo[1], demo[2]
+    labels = []
+    for version, start in ((1, 0), (2, 40)):
+        for i in range(start, start + 40):
+            url = f"/v1/models/{MODEL}/versions/{version}/predict"
+            r = admin_client.post(url, json={"instances": [rows[i]]})
+            labels.append({"request_id": r.json()["request_id"], "row": 0,
+                           "label": names[int(y[i])]})  # type: ignore[index]  # fmt: skip
+    assert admin_client.post("/v1/feedback", json=labels).status_code == 200
+    body = admin_client.get(f"/v1/models/{MODEL}/rollout").json()
+    primary, candidate = body["comparison"]["primary"], body["comparison"]["candidate"]
+    assert (primary["requests"], candidate["requests"]) == (40, 40)
+    assert primary["labelled_rows"] == candidate["labelled_rows"] == 40
+    assert 0.5 < primary["metrics"]["accuracy"]["value"] <= 1
+    assert body["comparison"]["difference_kind"] == "unpaired"
+    assert candidate["latency_p99_s"] > 0
+    gates = {g["name"]: g["verdict"] for g in body["gate_results"]}
+    assert gates["min_requests"] == "not_enough_data"  # 40 of the default 200
+    assert gates["min_agreement"] == "not_enough_data"  # shadow rows come with the routing
+    assert body["decision"] == "wait"

@@ -131,7 +131,7 @@ def _p99_ratio(c: Comparison, g: Gates) -> GateResult:
 def _agreement(c: Comparison, g: Gates) -> GateResult:
     s = c.shadow
     if s.agreement is None or s.rows < g.min_requests:
-        if "shadow" not in c.candidate_roles and c.candidate_roles:
+        if "shadow" not in c.candidate_roles and "canary" in c.candidate_roles:
             return GateResult(
                 name="min_agreement",
                 verdict=Verdict.SKIPPED,
