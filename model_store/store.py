@@ -237,6 +237,8 @@ class ModelStore:
     # -- audit trail -------------------------------------------------------------------------
     def lock(self, model: str) -> contextlib.AbstractContextManager[None]:
         """The model's exclusive lock: hold it around a read-modify-write, then :meth:`commit`."""
+        if not self.versions(model):  # also keeps a name like ".." from locking outside
+            raise ModelNotFoundError(f"model {model!r} is not in the store")
         return model_lock(self.root / model)
 
     def commit(self, model: str, files: dict[str, bytes | None], entry: HistoryEntry) -> None:

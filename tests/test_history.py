@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
@@ -24,6 +28,7 @@ from service.app import create_app
 from service.cli.main import app as cli
 from service.settings import Settings
 from tests.conftest import MODEL
+from tests.servers import start_vigil
 
 TOKEN = "history-token-for-tests-51c2"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -171,3 +176,77 @@ def test_cli_promote_rollback_and_history(home: Path, monkeypatch: pytest.Monkey
     assert table.exit_code == 0 and "retrained" in table.stdout and "rollback" in table.stdout
     missing = runner.invoke(cli, ["models", "history", "nope"])
     assert missing.exit_code == 1
+
+
+@pytest.fixture
+def read_only_store(settings: Settings) -> Iterator[Path]:
+    """The model store bind-mounted read-only onto itself, as the Kubernetes manifests mount it."""
+    root = str(settings.model_store)
+    subprocess.run(["mount", "--bind", root, root], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", root], check=True)
+        yield settings.model_store
+    finally:
+        subprocess.run(["umount", "-l", root], check=False)
+
+
+def test_a_read_only_store_refuses_every_change_and_writes_no_history(
+    settings: Settings, read_only_store: Path
+) -> None:
+    app = create_app(settings.model_copy(update={"admin_token": TOKEN}))
+    before = (read_only_store / MODEL / HISTORY_FILE).read_bytes()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for path, body in [
+            ("promote", {"version": 2, "reason": "x"}),
+            ("rollout", {"version": 2, "mode": "shadow"}),
+        ]:
+            r = client.post(f"/v1/admin/models/{MODEL}/{path}", json=body, headers=AUTH)
+            assert r.status_code == 409 and "not writable" in r.json()["error"], r.text
+        assert client.get(f"/v1/models/{MODEL}/history").status_code == 200  # reads still work
+    assert (read_only_store / MODEL / HISTORY_FILE).read_bytes() == before
+    assert ModelStore(read_only_store).resolve(MODEL) == 1
+    assert not (read_only_store / MODEL / "rollout.json").exists()
+
+
+def test_a_live_server_follows_a_rollout_promoted_from_the_cli(
+    home: Path, rows: list[dict[str, float]]
+) -> None:
+    """The rollout is started over HTTP on a real server and promoted from the command line
+    (the store); the server follows the alias it moved, and the history tells the story."""
+    server = start_vigil(
+        home,
+        env={"VIGIL_ADMIN_TOKEN": TOKEN, "VIGIL_ADMIN_NAME": "ops", "VIGIL_ALIAS_POLL_S": "0.2"},
+    )
+    try:
+        r = httpx.post(
+            f"{server.url}/v1/admin/models/{MODEL}/rollout",
+            json={"version": 2, "mode": "canary", "percent": 5, "reason": "retrained"},
+            headers=AUTH,
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        assert (
+            httpx.get(f"{server.url}/v1/models/{MODEL}/rollout", timeout=30).json()["percent"] == 5
+        )
+        env = {**server.env, "VIGIL_MODEL_STORE": str(home / "models")}
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", "rollout", "promote", MODEL, "--reason", "gates ok"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 10
+        version = None
+        while time.monotonic() < deadline and version != 2:
+            version = httpx.post(
+                f"{server.url}/v1/models/{MODEL}/predict", json={"instances": rows[:1]}, timeout=30
+            ).json()["version"]
+            time.sleep(0.1)
+        assert version == 2
+        history = httpx.get(f"{server.url}/v1/models/{MODEL}/history", timeout=30).json()
+        assert [(e["who"], e["action"], e["reason"]) for e in history[1:]] == [
+            ("ops", "rollout_start", "retrained"), ("cli", "rollout_promote", "gates ok"),
+        ]  # fmt: skip
+        gone = httpx.get(f"{server.url}/v1/models/{MODEL}/rollout", timeout=30)
+        assert gone.status_code == 404
+    finally:
+        server.stop()

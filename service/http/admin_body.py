@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -31,6 +31,30 @@ async def read_body(request: Request, cls: type[B], max_bytes: int = ADMIN_BODY_
         return cls.model_validate_json(raw.strip() or b"{}")
     except ValidationError as exc:
         raise _error(exc) from None
+
+
+def openapi_body(cls: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting ``cls`` as the request body (routes read bodies by hand)."""
+    schema = cls.model_json_schema()
+    defs = schema.pop("$defs", {})
+    return {
+        "requestBody": {
+            "required": bool(schema.get("required")),
+            "content": {"application/json": {"schema": _inline(schema, defs)}},
+        }
+    }
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """The schema with every ``#/$defs/…`` reference replaced by its definition."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
 
 
 def _error(exc: ValidationError) -> BadRequest | InvalidInput:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from service.core.dataplane import parse_version
 from service.errors import InvalidInput, NotFound, Unauthorized
-from service.http.admin_body import ReasonBody, read_body
+from service.http.admin_body import ReasonBody, openapi_body, read_body
 from service.http.body import read_json
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ADMIN_ERROR_RESPONSES, PROMOTE_BODY
@@ -75,7 +75,11 @@ async def promote(request: Request, model: str, rt: AdminDep) -> Response:
     return _json({"model": model, "serving_version": version, "previous_version": previous})
 
 
-@router.post("/models/{model}/rollback", summary="Move the alias back to the previous version")
+@router.post(
+    "/models/{model}/rollback",
+    summary="Move the alias back to the previous version",
+    openapi_extra=openapi_body(ReasonBody),
+)
 async def rollback(request: Request, model: str, rt: AdminDep) -> Response:
     reason = (await read_body(request, ReasonBody)).reason
     store = rt.registry.store

@@ -15,7 +15,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from model_store.rollout import Gates, Mode, Rollouts, RolloutState
-from service.http.admin_body import AdminBody, read_body
+from service.http.admin_body import AdminBody, openapi_body, read_body
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ADMIN_ERROR_RESPONSES, error_responses
 from service.http.routes_admin import AdminDep, move_alias
@@ -58,7 +58,11 @@ def _rollouts(rt: Runtime) -> Rollouts:
     return Rollouts(rt.registry.store)
 
 
-@admin.post("/models/{model}/rollout", summary="Start a shadow or canary rollout")
+@admin.post(
+    "/models/{model}/rollout",
+    summary="Start a shadow or canary rollout",
+    openapi_extra=openapi_body(StartBody),
+)
 async def start(request: Request, model: str, rt: AdminDep) -> Response:
     body = await read_body(request, StartBody)
     state = await asyncio.to_thread(
@@ -77,7 +81,11 @@ async def start(request: Request, model: str, rt: AdminDep) -> Response:
     return _json(_state(state))
 
 
-@admin.post("/models/{model}/rollout/step", summary="Change the canary share")
+@admin.post(
+    "/models/{model}/rollout/step",
+    summary="Change the canary share",
+    openapi_extra=openapi_body(StepBody),
+)
 async def step(request: Request, model: str, rt: AdminDep) -> Response:
     body = await read_body(request, StepBody)
     state = await asyncio.to_thread(
@@ -91,7 +99,11 @@ async def step(request: Request, model: str, rt: AdminDep) -> Response:
     return _json(_state(state))
 
 
-@admin.post("/models/{model}/rollout/promote", summary="Serve the candidate; end the rollout")
+@admin.post(
+    "/models/{model}/rollout/promote",
+    summary="Serve the candidate; end the rollout",
+    openapi_extra=openapi_body(EndBody),
+)
 async def promote(request: Request, model: str, rt: AdminDep) -> Response:
     body = await read_body(request, EndBody)
     rollouts = _rollouts(rt)
@@ -114,7 +126,11 @@ async def promote(request: Request, model: str, rt: AdminDep) -> Response:
     )
 
 
-@admin.post("/models/{model}/rollout/abort", summary="End the rollout; the primary keeps serving")
+@admin.post(
+    "/models/{model}/rollout/abort",
+    summary="End the rollout; the primary keeps serving",
+    openapi_extra=openapi_body(EndBody),
+)
 async def abort(request: Request, model: str, rt: AdminDep) -> Response:
     body = await read_body(request, EndBody)
     ended = await asyncio.to_thread(
