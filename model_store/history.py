@@ -7,6 +7,7 @@ mid-write is skipped when reading, never repaired in place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from datetime import UTC, datetime
@@ -64,11 +65,16 @@ def append_entry(model_dir: Path, entry: HistoryEntry) -> None:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line  # a crash tore the last line: start ours on a line of its own
-        written = os.write(fd, line)
-        if written != len(line):  # a full disk; leave no half line for the next append
-            os.ftruncate(fd, os.fstat(fd).st_size - written)
-            raise OSError(f"short write to {HISTORY_FILE} ({written} of {len(line)} bytes)")
-        os.fsync(fd)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):  # a full disk
+                raise OSError(f"short write to {HISTORY_FILE} ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        except OSError:
+            # The caller undoes the change, so its entry must go too (and no half line stays).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
 

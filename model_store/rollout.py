@@ -19,6 +19,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model_store.errors import (
+    IntegrityError,
     RolloutConflictError,
     RolloutInvalidError,
     RolloutNotFoundError,
@@ -127,6 +128,8 @@ class Rollouts:
             return RolloutState.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             return None
+        except ValidationError as exc:  # written atomically, so only a hand edit gets here
+            raise IntegrityError(f"{path} is unreadable: {exc.errors()[0]['msg']}") from None
 
     def require(self, model: str) -> RolloutState:
         """The running rollout, or RolloutNotFoundError (ModelNotFoundError for no model)."""

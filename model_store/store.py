@@ -255,8 +255,8 @@ class ModelStore:
                 _put(mdir / name, data)
             append_entry(mdir, entry)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                for name, data in before.items():
+            for name, data in before.items():
+                with contextlib.suppress(OSError):  # put back what can be put back
                     _put(mdir / name, data)
             raise StoreReadOnlyError(
                 f"cannot {entry.action.value.replace('_', ' ')} {model}: the model store is "
