@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -326,9 +327,15 @@ def test_status_compares_the_versions_from_the_logged_traffic(
             labels.append({"request_id": r.json()["request_id"], "row": 0,
                            "label": names[int(y[i])]})  # type: ignore[index]  # fmt: skip
     assert admin_client.post("/v1/feedback", json=labels).status_code == 200
+    for _ in range(3):  # the client's mistakes: counted as requests, not as the model's errors
+        bad = admin_client.post(
+            f"/v1/models/{MODEL}/versions/2/predict", json={"instances": [{"x": 1}]}
+        )
+        assert bad.status_code == 422
     body = admin_client.get(f"/v1/models/{MODEL}/rollout").json()
     primary, candidate = body["comparison"]["primary"], body["comparison"]["candidate"]
-    assert (primary["requests"], candidate["requests"]) == (40, 40)
+    assert (primary["requests"], candidate["requests"]) == (40, 43)
+    assert candidate["errors"] == 0 and candidate["error_rate"] == 0
     assert primary["labelled_rows"] == candidate["labelled_rows"] == 40
     assert 0.5 < primary["metrics"]["accuracy"]["value"] <= 1
     assert body["comparison"]["difference_kind"] == "unpaired"
@@ -337,3 +344,18 @@ def test_status_compares_the_versions_from_the_logged_traffic(
     assert gates["min_requests"] == "not_enough_data"  # 40 of the default 200
     assert gates["min_agreement"] == "not_enough_data"  # shadow rows come with the routing
     assert body["decision"] == "wait"
+
+
+def test_status_still_shows_the_state_when_the_log_cannot_be_read(
+    admin_client: TestClient, settings: Settings
+) -> None:
+    assert _post(admin_client, "", {"version": 2, "mode": "shadow"}).status_code == 200  # type: ignore[attr-defined]
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    part = Path(settings.log_store_url) / f"predictions/model={MODEL}/version=1/date={today}"
+    part.mkdir(parents=True)
+    (part / "part-broken.parquet").write_bytes(b"not parquet")
+    r = admin_client.get(f"/v1/models/{MODEL}/rollout")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["candidate_version"] == 2 and body["comparison"] is None
+    assert "part-broken.parquet" in body["comparison_error"]
