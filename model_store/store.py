@@ -3,10 +3,14 @@ and reference.parquet.
 
 Versions are integers and never overwritten. Aliases (``production`` by default) live in
 ``<root>/<model>/aliases.json``, replaced atomically by rename so a reader never sees half a file.
+Beside them: ``rollout.json`` (the running rollout, see model_store/rollout.py), ``history.jsonl``
+(the audit trail of every change, see model_store/history.py) and ``.lock`` (held around each
+change, so that concurrent writers take turns).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,9 +25,12 @@ from model_store.errors import (
     IntegrityError,
     ModelNotFoundError,
     RegistrationError,
+    RolloutConflictError,
     StoreReadOnlyError,
     VersionNotFoundError,
 )
+from model_store.history import WHO_CLI, Action, HistoryEntry, append_entry, now_utc, read_entries
+from model_store.locking import model_lock
 from model_store.log_columns import check_feature_names
 from model_store.manifest import Manifest
 
@@ -31,6 +38,7 @@ MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.parquet"
 ALIASES_FILE = "aliases.json"
+ROLLOUT_FILE = "rollout.json"
 # Matched whole (fullmatch): with match and "$", "name\n" would pass and make a folder.
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _VERSION_DIR = re.compile(r"[1-9][0-9]{0,8}")
@@ -42,6 +50,17 @@ def check_model_name(name: str) -> str:
             f"model name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '_' or '-'"
         )
     return name
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def _put(path: Path, data: bytes | None) -> None:
+    if data is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, data)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -136,39 +155,114 @@ class ModelStore:
             raise ModelNotFoundError(f"model {model!r} is not in the store")
         return self.aliases(model).get(alias, versions[-1])
 
-    def set_alias(self, model: str, version: int, alias: str = "production") -> int | None:
-        """Point ``alias`` at ``version``; returns the previous version."""
+    def set_alias(
+        self,
+        model: str,
+        version: int,
+        alias: str = "production",
+        *,
+        who: str = WHO_CLI,
+        reason: str | None = None,
+    ) -> int | None:
+        """Point ``alias`` at ``version``; returns the previous version. Recorded in history.
+
+        Refused while a rollout is running: its promote or abort is how the alias moves then.
+        """
         self.version_dir(model, version)
-        data = self._aliases(model)
-        previous = data["aliases"].get(alias)
-        if previous == version:
-            return int(previous)
-        data["aliases"][alias] = version
-        data["history"].setdefault(alias, []).append(version)
-        self._write_aliases(model, data)
+        with self.lock(model):
+            self._refuse_during_rollout(model, "promote")
+            data = self._aliases(model)
+            previous = data["aliases"].get(alias)
+            if previous == version:
+                return int(previous)
+            data["aliases"][alias] = version
+            data["history"].setdefault(alias, []).append(version)
+            entry = HistoryEntry(
+                at=now_utc(), who=who, action=Action.PROMOTE, alias=alias,
+                from_version=previous, to_version=version, reason=reason,
+            )  # fmt: skip
+            self.commit(model, {ALIASES_FILE: self._aliases_bytes(data)}, entry)
         return None if previous is None else int(previous)
 
-    def rollback(self, model: str, alias: str = "production") -> int:
+    def rollback(
+        self,
+        model: str,
+        alias: str = "production",
+        *,
+        who: str = WHO_CLI,
+        reason: str | None = None,
+    ) -> int:
         """Move ``alias`` back to the version it named before the last promote."""
-        data = self._aliases(model)
-        history: list[int] = data["history"].get(alias, [])
-        if len(history) < 2:
-            raise RegistrationError(
-                f"{model}: alias {alias!r} has no earlier version to roll back to"
-            )
-        history.pop()
-        data["aliases"][alias] = history[-1]
-        self._write_aliases(model, data)
-        return history[-1]
+        with self.lock(model):
+            self._refuse_during_rollout(model, "roll back")
+            data = self._aliases(model)
+            history: list[int] = data["history"].get(alias, [])
+            if len(history) < 2:
+                raise RegistrationError(
+                    f"{model}: alias {alias!r} has no earlier version to roll back to"
+                )
+            previous = history.pop()
+            data["aliases"][alias] = history[-1]
+            entry = HistoryEntry(
+                at=now_utc(), who=who, action=Action.ROLLBACK, alias=alias,
+                from_version=previous, to_version=history[-1], reason=reason,
+            )  # fmt: skip
+            self.commit(model, {ALIASES_FILE: self._aliases_bytes(data)}, entry)
+        return int(history[-1])
 
-    def _write_aliases(self, model: str, data: dict[str, Any]) -> None:
+    def alias_moved(self, model: str, version: int, alias: str) -> bytes:
+        """The aliases file with ``alias`` moved to ``version``, for a :meth:`commit`."""
+        data = self._aliases(model)
+        if data["aliases"].get(alias) != version:
+            data["aliases"][alias] = version
+            data["history"].setdefault(alias, []).append(version)
+        return self._aliases_bytes(data)
+
+    @staticmethod
+    def _aliases_bytes(data: dict[str, Any]) -> bytes:
+        return json.dumps(data, indent=2).encode()
+
+    def _refuse_during_rollout(self, model: str, what: str) -> None:
+        if (self.root / model / ROLLOUT_FILE).is_file():
+            raise RolloutConflictError(
+                f"cannot {what} {model} while a rollout is running: promote or abort the "
+                "rollout first (`vigil rollout promote|abort`)"
+            )
+
+    # -- audit trail -------------------------------------------------------------------------
+    def lock(self, model: str) -> contextlib.AbstractContextManager[None]:
+        """The model's exclusive lock: hold it around a read-modify-write, then :meth:`commit`."""
+        if not self.versions(model):  # also keeps a name like ".." from locking outside
+            raise ModelNotFoundError(f"model {model!r} is not in the store")
+        return model_lock(self.root / model)
+
+    def commit(self, model: str, files: dict[str, bytes | None], entry: HistoryEntry) -> None:
+        """Replace (bytes) or delete (None) files of the model folder, then append ``entry``.
+
+        All or nothing: if any write or the history append fails, the files are put back as
+        they were and StoreReadOnlyError is raised, so history never records a change that did
+        not happen, and no change happens unrecorded. The caller holds :meth:`lock`.
+        """
+        mdir = self.root / model
+        before = {name: _read_or_none(mdir / name) for name in files}
         try:
-            write_atomic(self.root / model / ALIASES_FILE, json.dumps(data, indent=2).encode())
+            for name, data in files.items():
+                _put(mdir / name, data)
+            append_entry(mdir, entry)
         except OSError as exc:
+            for name, data in before.items():
+                with contextlib.suppress(OSError):  # put back what can be put back
+                    _put(mdir / name, data)
             raise StoreReadOnlyError(
-                f"cannot move the alias of {model}: the model store is not writable here "
-                f"({exc.strerror or exc}); promote with `vigil models promote` where it is"
+                f"cannot {entry.action.value.replace('_', ' ')} {model}: the model store is "
+                f"not writable here ({exc.strerror or exc}); change it with `vigil` where it is"
             ) from exc
+
+    def changes(self, model: str, limit: int | None = None) -> list[HistoryEntry]:
+        """The audit trail of ``model``, oldest first (the newest ``limit`` entries if given)."""
+        if not self.versions(model):
+            raise ModelNotFoundError(f"model {model!r} is not in the store")
+        return read_entries(self.root / model, limit)
 
     # -- writing -----------------------------------------------------------------------------
     def register(

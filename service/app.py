@@ -18,7 +18,13 @@ from service.core.dataplane import DataPlane
 from service.core.loaded_model import LoadedModel, session_options
 from service.core.registry import ModelRegistry
 from service.http import errors as http_errors
-from service.http import routes_admin, routes_feedback, routes_meta, routes_predict
+from service.http import (
+    routes_admin,
+    routes_feedback,
+    routes_meta,
+    routes_predict,
+    routes_rollout,
+)
 from service.http.deps import Runtime
 from service.http.fastpath import VigilApp
 from service.http.openapi import build_openapi
@@ -124,6 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_feedback.router)
     app.include_router(routes_meta.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_rollout.admin)
+    app.include_router(routes_rollout.public)
 
     def openapi() -> dict[str, object]:
         served = [s.default for s in registry.models().values() if s.default is not None]

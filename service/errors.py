@@ -120,3 +120,16 @@ class VersionLoadError(StoreError, Unavailable):
 
 class VersionInUseError(StoreError, Conflict):
     """The version cannot be unloaded: it is served (aliased) or pinned."""
+
+
+class RolloutNotFoundError(StoreError, NotFound):
+    """No rollout is running for the model."""
+
+
+class RolloutConflictError(StoreError, Conflict):
+    """The change conflicts with the rollout state: one is already running, one is running and
+    blocks a plain promote, or the state changed since the caller read it (stale revision)."""
+
+
+class RolloutInvalidError(StoreError, InvalidInput):
+    """A rollout parameter is out of range or inconsistent (percent, sample, gates, version)."""

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         description="Bearer token required by POST /v1/feedback; empty: anyone may send labels "
         "(recorded with source `anonymous`, `token` when set).",
     )
+    admin_name: str = Field(
+        "admin",
+        min_length=1,
+        description="Who the admin token stands for in the model history (`who` of changes "
+        "made through the admin API).",
+    )
     max_rows: int = Field(10_000, gt=0, description="Largest batch accepted in one request.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."

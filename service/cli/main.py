@@ -23,6 +23,7 @@ from model_store.manifest import Manifest
 from model_store.store import ModelStore
 from service.cli.logs import backtest_cmd, logs_app
 from service.cli.monitoring import drift_app, simulate
+from service.cli.rollout import rollout_app
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ models_app = typer.Typer(no_args_is_help=True, help="The versioned model store."
 app.add_typer(models_app, name="models")
 app.add_typer(logs_app, name="logs")
 app.add_typer(drift_app, name="drift")
+app.add_typer(rollout_app, name="rollout")
 app.command("backtest")(backtest_cmd)
 app.command("simulate")(simulate)
 console = Console(stderr=True)
@@ -112,26 +114,56 @@ def _show_importance(manifest: Manifest) -> None:
     console.print(table)
 
 
+Reason = Annotated[Optional[str], typer.Option(help="Why, recorded in the model's history.")]  # noqa: UP045
+
+
 @models_app.command("promote")
-def promote_cmd(model: str, version: int) -> None:
+def promote_cmd(model: str, version: int, reason: Reason = None) -> None:
     """Point the alias at VERSION; running services follow within VIGIL_ALIAS_POLL_S."""
     store = _store()
     try:
         store.verified_model_bytes(model, version)
-        previous = store.set_alias(model, version, Settings().alias)
+        previous = store.set_alias(model, version, Settings().alias, reason=reason)
     except StoreError as exc:
         raise _fail(str(exc)) from None
     console.print(f"{model}: {Settings().alias} → v{version} (was v{previous})")
 
 
 @models_app.command("rollback")
-def rollback_cmd(model: str) -> None:
+def rollback_cmd(model: str, reason: Reason = None) -> None:
     """Move the alias back to the version it named before the last promote."""
     try:
-        version = _store().rollback(model, Settings().alias)
+        version = _store().rollback(model, Settings().alias, reason=reason)
     except StoreError as exc:
         raise _fail(str(exc)) from None
     console.print(f"{model}: {Settings().alias} → v{version}")
+
+
+@models_app.command("history")
+def history_cmd(
+    model: str,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the newest N changes.")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """Who changed what MODEL serves, when and why (oldest first)."""
+    try:
+        entries = _store().changes(model, limit)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps([e.model_dump(mode="json") for e in entries]))
+        return
+    table = Table("when (UTC)", "who", "action", "from", "to", "reason")
+    for e in entries:
+        table.add_row(
+            e.at.strftime("%Y-%m-%d %H:%M:%S"), e.who, e.action.value,
+            _v(e.from_version), _v(e.to_version), e.reason or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+def _v(version: int | None) -> str:
+    return "-" if version is None else f"v{version}"
 
 
 @models_app.command("register")

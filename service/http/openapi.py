@@ -274,7 +274,10 @@ PROMOTE_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["version"],
-                    "properties": {"version": {"type": "integer", "minimum": 1}},
+                    "properties": {
+                        "version": {"type": "integer", "minimum": 1},
+                        "reason": {"type": ["string", "null"], "description": "For the history."},
+                    },
                 }
             }
         },

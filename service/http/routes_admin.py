@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from service.core.dataplane import parse_version
 from service.errors import InvalidInput, NotFound
+from service.http.admin_body import ReasonBody, openapi_body, read_body
 from service.http.auth import check_bearer
 from service.http.body import read_json
 from service.http.deps import Runtime, runtime
@@ -36,6 +37,14 @@ def _json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
+def _reason(body: dict[str, Any]) -> str | None:
+    """The optional free-text ``reason`` recorded in the model's history."""
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInput("reason: must be a string")
+    return reason
+
+
 @router.post(
     "/models/{model}/promote",
     summary="Point the alias at a version and serve it",
@@ -46,20 +55,28 @@ async def promote(request: Request, model: str, rt: AdminDep) -> Response:
     version = body.get("version") if isinstance(body, dict) else None
     if type(version) is not int:
         raise InvalidInput("version: required integer")
+    reason = _reason(body)
     # Unknown model/version → 404 before the registry creates any state for the name.
     rt.registry.store.version_dir(model, version)
     previous = await asyncio.to_thread(
-        _move_alias,
+        move_alias,
         rt,
         model,
         version,
-        lambda: rt.registry.store.set_alias(model, version, rt.settings.alias),
+        lambda: rt.registry.store.set_alias(
+            model, version, rt.settings.alias, who=rt.settings.admin_name, reason=reason
+        ),
     )
     return _json({"model": model, "serving_version": version, "previous_version": previous})
 
 
-@router.post("/models/{model}/rollback", summary="Move the alias back to the previous version")
-async def rollback(model: str, rt: AdminDep) -> Response:
+@router.post(
+    "/models/{model}/rollback",
+    summary="Move the alias back to the previous version",
+    openapi_extra=openapi_body(ReasonBody),
+)
+async def rollback(request: Request, model: str, rt: AdminDep) -> Response:
+    reason = (await read_body(request, ReasonBody)).reason
     store = rt.registry.store
     store.resolve(model, rt.settings.alias)  # an unknown model is a 404, not "nothing to roll back"
     history = store.history(model, rt.settings.alias)
@@ -67,12 +84,16 @@ async def rollback(model: str, rt: AdminDep) -> Response:
         raise InvalidInput(f"{model}: nothing to roll back to")
     target = int(history[-2])
     await asyncio.to_thread(
-        _move_alias, rt, model, target, lambda: store.rollback(model, rt.settings.alias)
+        move_alias,
+        rt,
+        model,
+        target,
+        lambda: store.rollback(model, rt.settings.alias, who=rt.settings.admin_name, reason=reason),
     )
     return _json({"model": model, "serving_version": target})
 
 
-def _move_alias(rt: Runtime, model: str, version: int, write_alias: Callable[[], T]) -> T:
+def move_alias(rt: Runtime, model: str, version: int, write_alias: Callable[[], T]) -> T:
     """Load and smoke-test, then move the alias, then switch: in this order.
 
     A version that cannot load raises before the alias moves, so it is never promoted. Writing

@@ -1,0 +1,68 @@
+"""The comparison and gate verdicts of a running rollout, read from the I/O log."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from model_store.rollout import RolloutState
+from service.iolog.reader import read_predictions, read_rejected
+from service.offline.compare import compare
+from service.offline.gates import decide, evaluate_gates
+from service.settings import Settings
+
+log = logging.getLogger("vigil.rollout")
+
+
+def read_rollout_window(settings: Settings, state: RolloutState) -> pd.DataFrame:
+    """Logged rows of both versions since the rollout started, failed requests included.
+
+    The one place that reads the log for rollouts (blocking: call it in a thread); swap it for
+    the streaming reader when there is one. Rejected requests of either version become rows
+    with their status so that the comparison counts them; there is no latency or prediction.
+    """
+    versions = {state.primary_version, state.candidate_version}
+    # NB for the serving side: read_predictions de-duplicates on (request_id, row); once shadow
+    # rows share those keys with their primary rows, it must key on (request_id, row, role)
+    # or the shadow half of every pair is dropped here.
+    rows = read_predictions(settings, state.model, since=state.started_at)
+    rows = rows[rows["version"].isin(versions)]
+    rejected = read_rejected(settings, since=state.started_at)
+    rejected = rejected[
+        (rejected["model"] == state.model) & rejected["version"].isin({str(v) for v in versions})
+    ]
+    if rejected.empty:
+        return rows
+    failed = pd.DataFrame(
+        {
+            "request_id": rejected["request_id"],
+            "row": 0,
+            "received_at": rejected["received_at"],
+            "version": rejected["version"].astype("int64"),
+            "status": rejected["status"].astype("int64"),
+        }
+    )
+    return pd.concat([rows, failed], ignore_index=True, sort=False)
+
+
+def rollout_report(
+    settings: Settings, state: RolloutState, now: datetime | None = None
+) -> dict[str, Any]:
+    """``comparison``, ``gate_results`` and ``decision``; with ``comparison_error`` instead when
+    the log cannot be read (the state is still worth showing)."""
+    now = now or datetime.now(UTC)
+    try:
+        frame = read_rollout_window(settings, state)
+    except Exception as exc:  # any log store failure: show the state, say why numbers are missing
+        log.exception("cannot read the I/O log for the rollout of %s", state.model)
+        return {"comparison": None, "comparison_error": f"cannot read the I/O log: {exc}"}
+    comparison = compare(frame, state.primary_version, state.candidate_version)
+    results = evaluate_gates(comparison, state.gates, state.started_at, now)
+    return {
+        "comparison": comparison.model_dump(mode="json"),
+        "gate_results": [r.model_dump(mode="json") for r in results],
+        "decision": decide(results).value,
+    }
