@@ -75,6 +75,8 @@ def test_rejected_requests_of_a_pii_model_keep_no_clear_value(
                 else client.post(url, json=body)
             )
             assert r.status_code == status, r.text
+        # An unknown version is the client's mistake, not a policy that failed to read.
+        assert 'vigil_iolog_failures_total{stage="pii_policy"} 0.0' in client.get("/metrics").text
         rejected = read_rejected(pii_settings)
     assert len(rejected) == len(bodies)
     assert rejected["body"].str.fullmatch(r"<withheld: \d+ bytes, hmac-sha256 [0-9a-f]{64}>").all()

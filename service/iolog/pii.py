@@ -25,7 +25,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from model_store.errors import StoreError
+from model_store.errors import ModelNotFoundError, StoreError, VersionNotFoundError
 from model_store.manifest import PiiPolicy
 from model_store.store import ModelStore
 from service.errors import LogUnavailable
@@ -69,6 +69,9 @@ class PiiPolicies:
             return known
         try:
             m = self._store.manifest(model, version)
+        except (ModelNotFoundError, VersionNotFoundError) as exc:
+            # a client named a version that does not exist: nothing failed here, nothing to log
+            raise PolicyUnknown(f"PII policy of {model} v{version} unknown: {exc}") from exc
         except (StoreError, OSError) as exc:
             self._metrics.iolog_failures.labels("pii_policy").inc()
             if key not in self._failing:
