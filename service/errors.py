@@ -75,3 +75,9 @@ class LogUnavailable(Unavailable):
 class Conflict(VigilError):
     status_code = 409
     kind = "conflict"
+
+
+class LogStoreError(Unavailable):
+    """The I/O log store cannot be opened; the message shows its URL with the password masked."""
+
+    kind = "log_store"

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Protocol
 
 from service.iolog.frames import Frame, read_frames
+from service.iolog.store import open_store
 from service.metrics import DeliveryMetrics
 from service.settings import Settings
 
@@ -41,14 +42,7 @@ class Sink(Protocol):
 
 
 def open_sink(settings: Settings) -> Sink:
-    url = settings.log_store_url
-    if url.startswith(("postgresql://", "postgres://")):
-        from service.iolog.postgres_store import PostgresStore
-
-        return PostgresStore(url)
-    from service.iolog.parquet_store import ParquetStore
-
-    return ParquetStore(Path(url))
+    return open_store(settings)
 
 
 class Deliverer:

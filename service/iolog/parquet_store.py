@@ -11,7 +11,7 @@ segment twice (crash between write and spool cleanup) rewrites the same files: n
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,6 +52,12 @@ class ParquetStore:
             _write(table, self.root / FEEDBACK / f"model={model}" / f"date={d}", segment_id)
             counts[FEEDBACK] += table.num_rows
         return counts
+
+    def prune(self, older_than: datetime) -> dict[str, int]:
+        """Whole days before ``older_than``'s date go, so up to one day more is kept."""
+        from service.iolog.retention import prune_parquet  # here: retention imports the stores
+
+        return {"partitions": prune_parquet(self.root, older_than.astimezone(UTC).date())}
 
     # -- reading -----------------------------------------------------------------------------
     def prediction_files(
