@@ -162,12 +162,15 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep it")
     args = parser.parse_args()
     home = args.keep or Path(tempfile.mkdtemp(prefix="reader-bench-"))
-    t0 = (datetime.now(UTC) - timedelta(seconds=args.rows + 3600)).replace(microsecond=0)
-    since, until = t0.isoformat(), (t0 + timedelta(seconds=args.rows)).isoformat()
-    models = home / "models"
-    if not (home / "iolog").is_dir():
+    models, stamp = home / "models", home / "t0"
+    if stamp.is_file():  # a kept store: same rows, same window, so runs compare
+        t0 = datetime.fromisoformat(stamp.read_text())
+    else:
+        t0 = (datetime.now(UTC) - timedelta(seconds=args.rows + 3600)).replace(microsecond=0)
         train_demo(ModelStore(models))
         generate(home / "iolog", args.rows, t0)
+        stamp.write_text(t0.isoformat())
+    since, until = t0.isoformat(), (t0 + timedelta(seconds=args.rows)).isoformat()
     env = {
         **os.environ,
         "PYTHONPATH": str(args.code.resolve()),

@@ -42,21 +42,23 @@ def export(
     since: SinceOpt = None,
     until: UntilOpt = None,
 ) -> None:
-    """Export logged predictions (inputs, outputs, labels, metadata) of a window."""
-    from service.iolog.reader import read_predictions
+    """Export logged predictions (inputs, outputs, labels, metadata) of a window, streamed."""
+    from service.iolog.export import SUFFIXES, export
+    from service.iolog.reader import open_predictions
 
-    if out.suffix not in (".parquet", ".csv"):
+    if out.suffix not in SUFFIXES:
         console.print("[red]error:[/] --out must end in .parquet or .csv")
         raise typer.Exit(1)
-    with console.status("reading the log…"):
-        df = read_predictions(Settings(), model, version, since, until)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        df.to_parquet(out, index=False)
-    else:
-        df.to_csv(out, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-    labelled = int(df["label"].notna().sum()) if "label" in df else 0
-    console.print(f"exported {len(df)} rows ({labelled} labelled) of {model} to {out}")
+    columns = (TextColumn("exporting {task.fields[model]}"), TextColumn("{task.completed:,} rows"))
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("export", total=None, model=model)
+            stream = open_predictions(Settings(), model, version, since, until)
+            done = export(stream, out, lambda rows: bar.update(task, completed=rows))
+    except VigilError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"exported {done.rows} rows ({done.labelled} labelled) of {model} to {out}")
 
 
 @logs_app.command("prune")
@@ -67,7 +69,11 @@ def prune(
     from service.iolog.retention import prune_store
 
     cutoff = datetime.now(UTC) - parse_age(older_than)
-    counts = prune_store(Settings(), cutoff)
+    try:
+        counts = prune_store(Settings(), cutoff)
+    except VigilError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
     console.print(f"pruned records before {cutoff:%Y-%m-%d %H:%M} UTC: {counts}")
 
 

@@ -38,6 +38,12 @@ from service.settings import Settings
 
 KEY = ["request_id", "row"]
 _T = TypeVar("_T", pa.Table, pa.RecordBatch)
+_EMPTY = pa.schema(  # an empty window still exports the log's fixed columns
+    [("request_id", pa.string()), ("row", pa.int32()), ("received_at", TS),
+     ("model", pa.string()), ("version", pa.int64()), ("sha256", pa.string()),
+     ("endpoint", pa.string()), ("status", pa.int32()), ("latency_s", pa.float64()),
+     ("prediction", pa.string()), ("metadata", pa.string())]
+)  # fmt: skip
 BATCH_ROWS = 65_536
 LABEL = "label"
 
@@ -298,7 +304,7 @@ def open_predictions(
         sources = [_postgres_source(store, model, version, since, until, wanted, batch_rows)]
     else:
         sources = _parquet_sources(store, model, version, since, until, wanted, batch_rows)
-    schema = _unify([*(t.schema for t in spool), *(s.schema for s in sources)])
+    schema = _unify([*(t.schema for t in spool), *(s.schema for s in sources)]) or _EMPTY
     labels = None
     if with_labels:
         fb_spool = _spool_feedback(settings, model)
