@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from model_store.errors import StoreError
@@ -90,8 +90,7 @@ def backtest_cmd(
     columns = (
         TextColumn("replaying"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} rows"),
-        TimeRemainingColumn(),
+        TextColumn("{task.completed:,} rows"),  # the window streams: its size is not known ahead
     )
     try:
         with Progress(*columns, console=console, transient=True) as bar:
