@@ -689,9 +689,10 @@ def _copy_batches(
         source = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
         if not source.peek(1):
             return
+        # Arrow cuts CSV batches by bytes: about 512 bytes a logged row makes ~``rows`` a batch.
         reader = pcsv.open_csv(
             source,
-            read_options=pcsv.ReadOptions(column_names=names, block_size=max(rows * 64, 1 << 20)),
+            read_options=pcsv.ReadOptions(column_names=names, block_size=max(rows * 512, 1 << 10)),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 column_types=raw,

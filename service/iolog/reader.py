@@ -250,8 +250,10 @@ class PredictionStream:
         sources: list[_Source],
         spool: list[pa.Table],
         labels: Labels | None,
+        batch_rows: int = BATCH_ROWS,
     ) -> None:
         self.schema = schema
+        self._batch_rows = batch_rows
         self._sources, self._spool, self._labels = sources, spool, labels
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
@@ -264,7 +266,9 @@ class PredictionStream:
                 batch = self._fresh(batch, seen)
                 if batch.num_rows:
                     yield batch
-        yield from (batch for batch in spool if batch.num_rows)
+        for batch in spool:
+            for start in range(0, batch.num_rows, self._batch_rows):
+                yield batch.slice(start, self._batch_rows)
 
     def _fresh(self, batch: pa.RecordBatch | pa.Table, seen: SeenKeys) -> pa.RecordBatch:
         hashes = key_hashes(batch)
@@ -310,7 +314,7 @@ def open_predictions(
         fb_spool = _spool_feedback(settings, model)
         labels = latest_labels(_feedback_batches(settings, model, fb_spool, (since, until)))
         schema = schema.append(pa.field(LABEL, pa.string()))
-    return PredictionStream(schema, sources, spool, labels)
+    return PredictionStream(schema, sources, spool, labels, batch_rows)
 
 
 def _spool_feedback(settings: Settings, model: str) -> list[pa.Table]:
