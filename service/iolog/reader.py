@@ -219,12 +219,15 @@ def _spool_predictions(
 
 
 def _feedback_batches(
-    settings: Settings, model: str, spool: list[pa.Table], window: tuple[datetime | None, ...]
+    store: ParquetStore | PostgresStore,
+    model: str,
+    spool: list[pa.Table],
+    since: datetime | None,
+    until: datetime | None,
 ) -> Iterator[pa.RecordBatch | pa.Table]:
-    """Every label of ``model``, store first, then the spool (newer): read order breaks ties."""
-    store = open_store(settings)
+    """The labels of ``model``, store first, then the spool (newer): read order breaks ties.
+    PostgreSQL sends only those of rows in the window; Parquet files are streamed whole."""
     if isinstance(store, PostgresStore):
-        since, until = window
         yield from store.feedback_batches(model, since, until)
     else:
         for path in store.feedback_files(model):
@@ -312,7 +315,7 @@ def open_predictions(
     labels = None
     if with_labels:
         fb_spool = _spool_feedback(settings, model)
-        labels = latest_labels(_feedback_batches(settings, model, fb_spool, (since, until)))
+        labels = latest_labels(_feedback_batches(store, model, fb_spool, since, until))
         schema = schema.append(pa.field(LABEL, pa.string()))
     return PredictionStream(schema, sources, spool, labels, batch_rows)
 
