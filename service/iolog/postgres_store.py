@@ -407,25 +407,29 @@ class PostgresStore:
         """The window like the Parquet files plus ``version`` (``metadata`` as compact JSON),
         and its rows streamed from COPY in blocks, never the whole result at once."""
         where, params = _window(since, until)
-        if version is not None:
-            where.append(sql.SQL("version = %s"))
-            params.append(version)
         name = predictions_table_name(model)
         with self._reading() as conn:
             catalog = _catalog(conn, model, version)
             if not catalog or not _exists(conn, name):
                 return pa.schema([]), iter(())
             # Columns of versions without rows in the window would be all-null: the Parquet
-            # files lack them, so leave them out here too.
+            # files lack them, so leave them out here too. EXISTS stops at a version's first row.
             present = {
                 int(r[0])
                 for r in conn.execute(
-                    sql.SQL("SELECT DISTINCT version FROM {}{}").format(
-                        sql.Identifier(name), _where(where)
+                    sql.SQL(
+                        "SELECT v FROM unnest(%s::integer[]) AS v "
+                        "WHERE EXISTS (SELECT 1 FROM {} WHERE {})"
+                    ).format(
+                        sql.Identifier(name),
+                        sql.SQL(" AND ").join([sql.SQL("version = v"), *where]),
                     ),
-                    params,
+                    [sorted(catalog), *params],
                 )
             }
+        if version is not None:
+            where.append(sql.SQL("version = %s"))
+            params.append(version)
         shown = _ordered_columns({v: cols for v, cols in catalog.items() if v in present})
         if columns is not None:
             shown = [c for c in shown if c.name in columns]
