@@ -3,7 +3,7 @@ window's partitions only, and count a record in both spool and store once."""
 
 from __future__ import annotations
 
-import uuid
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,6 +33,7 @@ KEY = ["request_id", "row"]
 CLASSES = ("malignant", "benign")
 DAY1 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 DAY2 = DAY1 + 86400
+_SEGMENTS = itertools.count()
 
 
 def _record(rid: str, version: int, at: float, features: tuple[str, ...], rows: int = 3) -> bytes:
@@ -50,7 +51,8 @@ def _record(rid: str, version: int, at: float, features: tuple[str, ...], rows: 
 
 def _write_segment(directory: Path, blobs: list[bytes]) -> list[Frame]:
     directory.mkdir(parents=True, exist_ok=True)
-    seg = directory / f"seg-{uuid.uuid4().hex}.seg"
+    # Named in writing order, as the spool names them: readers go through segments in name order.
+    seg = directory / f"seg-{next(_SEGMENTS):08d}.seg"
     seg.write_bytes(b"".join(blobs))
     return list(read_frames(seg))
 
@@ -213,8 +215,8 @@ def test_postgres_export_streams_the_same_rows_as_parquet(
 ) -> None:
     delivered = [f for f in logged if f.header.get("id", "")[:1] != "s"]  # not the spool's
     PostgresStore(pg_dsn).deliver(delivered, "all")
-    _, stored = PostgresStore(pg_dsn).prediction_batches(MODEL, None, None, None, batch_rows=2)
-    assert len(list(stored)) > 2  # COPY output parsed block by block, not in one piece
+    [stored] = PostgresStore(pg_dsn).prediction_batches(MODEL, None, None, None, batch_rows=2)
+    assert len(list(stored.batches)) > 2  # COPY output parsed block by block, not in one piece
     env = {"VIGIL_MODEL_STORE": str(settings.model_store), "VIGIL_DATA_DIR": str(settings.data_dir)}
     outs = {}
     for name, store in (("pg", pg_dsn), ("parquet", settings.log_store_url)):

@@ -41,10 +41,12 @@ from service.iolog.schema import (
     FEEDBACK_SCHEMA,
     REJECTED_SCHEMA,
     TS,
+    BatchSource,
     feedback_table,
     group_frames,
     predictions_table,
     rejected_table,
+    with_model,
 )
 from service.settings import redact_url, scrub
 
@@ -403,15 +405,15 @@ class PostgresStore:
         until: datetime | None,
         columns: list[str] | None = None,
         batch_rows: int = 65_536,
-    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """The window like the Parquet files plus ``version`` (``metadata`` as compact JSON),
-        and its rows streamed from COPY in blocks, never the whole result at once."""
+    ) -> list[BatchSource]:
+        """The window like the Parquet files plus ``model`` and ``version`` (``metadata`` as
+        compact JSON), its rows streamed from COPY in blocks, never the whole result at once."""
         where, params = _window(since, until)
         name = predictions_table_name(model)
         with self._reading() as conn:
             catalog = _catalog(conn, model, version)
             if not catalog or not _exists(conn, name):
-                return pa.schema([]), iter(())
+                return []
             # Columns of versions without rows in the window would be all-null: the Parquet
             # files lack them, so leave them out here too. EXISTS stops at a version's first row.
             present = {
@@ -434,7 +436,7 @@ class PostgresStore:
         if columns is not None:
             shown = [c for c in shown if c.name in columns]
         if not shown:
-            return pa.schema([]), iter(())
+            return []
         query = sql.SQL("SELECT {} FROM {}{} ORDER BY received_at, request_id, {}").format(
             sql.SQL(", ").join(_select(c) for c in shown),
             sql.Identifier(name),
@@ -442,8 +444,11 @@ class PostgresStore:
             sql.Identifier("row"),
         )
         types = {c.name: c.type for c in shown}
-        schema = pa.schema(list(types.items()))
-        return schema, self._stream(query, params, types, batch_rows)
+        schema = with_model(pa.schema(list(types.items())).empty_table(), model, -1).schema
+        if columns is not None:
+            schema = pa.schema([f for f in schema if f.name in columns])
+        batches = self._stream(query, params, types, batch_rows)
+        return [BatchSource(schema, (with_model(b, model, -1) for b in batches))]
 
     def _stream(
         self, query: sql.Composable, params: list[Any], types: dict[str, pa.DataType], rows: int
@@ -488,16 +493,18 @@ class PostgresStore:
     def read_predictions(
         self, model: str, version: int | None, since: datetime | None, until: datetime | None
     ) -> pd.DataFrame:
-        """The window as one DataFrame (small windows, tests): ``prediction_batches`` joined."""
-        schema, batches = self.prediction_batches(model, version, since, until)
-        table = pa.Table.from_batches(list(batches), schema)
-        return table.to_pandas() if table.num_rows else pd.DataFrame()
+        """The window as one DataFrame (small windows, tests), without the ``model`` column."""
+        sources = self.prediction_batches(model, version, since, until)
+        if not sources:
+            return pd.DataFrame()
+        table = pa.Table.from_batches(list(sources[0].batches), sources[0].schema)
+        return table.drop_columns(["model"]).to_pandas() if table.num_rows else pd.DataFrame()
 
     def read_feedback(self, model: str) -> pd.DataFrame:
         batches = list(self.feedback_batches(model))
         return pa.Table.from_batches(batches, FEEDBACK_SCHEMA).to_pandas()
 
-    def read_rejected(self, since: datetime | None, until: datetime | None) -> pd.DataFrame:
+    def rejected_rows(self, since: datetime | None, until: datetime | None) -> pa.Table:
         where, params = _window(since, until)
         select = [
             _epoch_us(n) if n == "received_at" else sql.Identifier(n) for n in REJECTED_SCHEMA.names
@@ -507,10 +514,10 @@ class PostgresStore:
         )
         with self._reading() as conn:
             if not _exists(conn, REJECTED_TABLE):
-                return REJECTED_SCHEMA.empty_table().to_pandas()
+                return REJECTED_SCHEMA.empty_table()
             types = dict(zip(REJECTED_SCHEMA.names, REJECTED_SCHEMA.types, strict=True))
             batches = list(_copy_batches(conn, query, params, types, 65_536))
-        return pa.Table.from_batches(batches, REJECTED_SCHEMA).to_pandas()
+        return pa.Table.from_batches(batches, REJECTED_SCHEMA)
 
     # -- retention -------------------------------------------------------------------------
     def prune(self, older_than: datetime) -> dict[str, int]:

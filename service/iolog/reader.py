@@ -11,33 +11,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TypeVar
+from itertools import chain
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, read_frames
 from service.iolog.labels import Labels, SeenKeys, key_hashes, latest_labels
-from service.iolog.parquet_store import ParquetStore
-from service.iolog.postgres_store import PostgresStore
+from service.iolog.parquet_store import CorruptLogFile
 from service.iolog.schema import (
     REJECTED_SCHEMA,
     TS,
+    BatchSource,
     feedback_table,
     group_frames,
     predictions_table,
     rejected_table,
+    with_model,
 )
 from service.iolog.spool import spool_segments
 from service.iolog.store import open_store
 from service.settings import Settings
 
+__all__ = ["CorruptLogFile", "PredictionStream", "open_predictions", "read_predictions"]
 KEY = ["request_id", "row"]
-_T = TypeVar("_T", pa.Table, pa.RecordBatch)
 _EMPTY = pa.schema(  # an empty window still exports the log's fixed columns
     [("request_id", pa.string()), ("row", pa.int32()), ("received_at", TS),
      ("model", pa.string()), ("version", pa.int64()), ("sha256", pa.string()),
@@ -63,10 +61,6 @@ def _spool_frames(settings: Settings, table: str) -> list:  # type: ignore[type-
     ]
 
 
-class CorruptLogFile(Exception):
-    """A file of the Parquet log store cannot be read; its path is in the message."""
-
-
 def _in_window(table: pa.Table, since: datetime | None, until: datetime | None) -> pa.Table:
     mask = None
     if since is not None:
@@ -75,17 +69,6 @@ def _in_window(table: pa.Table, since: datetime | None, until: datetime | None) 
         upper = pc.less(table.column("received_at"), pa.scalar(until, TS))
         mask = upper if mask is None else pc.and_(mask, upper)
     return table if mask is None else table.filter(mask)
-
-
-def _with_model(table: _T, model: str, version: int) -> _T:
-    """Parquet files and spool frames lack ``model`` and ``version``: their directory says it."""
-    n = table.num_rows
-    at = min(3, table.num_columns)
-    if "model" not in table.schema.names:
-        table = table.add_column(at, "model", pa.array([model] * n, pa.string()))
-    if "version" not in table.schema.names:
-        table = table.add_column(at + 1, "version", pa.array([version] * n, pa.int64()))
-    return table
 
 
 def _unify(schemas: list[pa.Schema]) -> pa.Schema:
@@ -117,90 +100,6 @@ def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBa
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-# -- sources -----------------------------------------------------------------------------------
-class _Source:
-    """One stored part of the window: its schema, and its batches on demand."""
-
-    def __init__(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
-        self.schema, self.batches = schema, batches
-
-
-def _parquet_sources(
-    store: ParquetStore,
-    model: str,
-    version: int | None,
-    since: datetime | None,
-    until: datetime | None,
-    columns: list[str] | None,
-    batch_rows: int,
-) -> list[_Source]:
-    first, last = (since.date() if since else None), (until.date() if until else None)
-    out = []
-    # The directory names prune: only this model's (version's) days of the window are opened.
-    for v, files in store.prediction_files(model, version, first, last).items():
-        if not files:
-            continue
-        file_schema = pa.unify_schemas([_file_schema(f) for f in files])
-        schema = _with_model(file_schema.empty_table(), model, v).schema
-        if columns is not None:
-            schema = pa.schema([f for f in schema if f.name in columns])
-        batches = _parquet_batches(files, file_schema, model, v, since, until, columns, batch_rows)
-        out.append(_Source(schema, batches))
-    return out
-
-
-def _postgres_source(
-    store: PostgresStore,
-    model: str,
-    version: int | None,
-    since: datetime | None,
-    until: datetime | None,
-    columns: list[str] | None,
-    batch_rows: int,
-) -> _Source:
-    schema, batches = store.prediction_batches(model, version, since, until, columns, batch_rows)
-    if not schema.names:
-        return _Source(schema, batches)
-    with_model = _with_model(schema.empty_table(), model, -1).schema
-    if columns is not None:
-        with_model = pa.schema([f for f in with_model if f.name in columns])
-    return _Source(with_model, (_with_model(b, model, -1) for b in batches))
-
-
-def _file_schema(path: Path) -> pa.Schema:
-    try:
-        return pq.read_schema(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
-
-
-def _parquet_batches(
-    files: list[Path],
-    schema: pa.Schema,
-    model: str,
-    version: int,
-    since: datetime | None,
-    until: datetime | None,
-    columns: list[str] | None,
-    batch_rows: int,
-) -> Iterator[pa.RecordBatch]:
-    where = None
-    if since is not None:
-        where = ds.field("received_at") >= pa.scalar(since, TS)
-    if until is not None:
-        upper = ds.field("received_at") < pa.scalar(until, TS)
-        where = upper if where is None else where & upper
-    wanted = None if columns is None else [c for c in schema.names if c in columns]
-    for path in files:  # one dataset per file, so an unreadable one is named
-        try:
-            dataset = ds.dataset(path, format="parquet", schema=schema)
-            for batch in dataset.to_batches(columns=wanted, filter=where, batch_size=batch_rows):
-                if batch.num_rows:
-                    yield _with_model(batch, model, version)
-        except (OSError, pa.ArrowException) as exc:
-            raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
-
-
 def _spool_predictions(
     settings: Settings,
     model: str,
@@ -214,28 +113,8 @@ def _spool_predictions(
         if m == model and (version is None or v == version):
             table = _in_window(predictions_table(frames), since, until)
             if table.num_rows:
-                out.append(_with_model(table, model, v))
+                out.append(with_model(table, model, v))
     return out
-
-
-def _feedback_batches(
-    store: ParquetStore | PostgresStore,
-    model: str,
-    spool: list[pa.Table],
-    since: datetime | None,
-    until: datetime | None,
-) -> Iterator[pa.RecordBatch | pa.Table]:
-    """The labels of ``model``, store first, then the spool (newer): read order breaks ties.
-    PostgreSQL sends only those of rows in the window; Parquet files are streamed whole."""
-    if isinstance(store, PostgresStore):
-        yield from store.feedback_batches(model, since, until)
-    else:
-        for path in store.feedback_files(model):
-            try:
-                yield from pq.ParquetFile(path).iter_batches(BATCH_ROWS)
-            except (OSError, pa.ArrowException) as exc:
-                raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
-    yield from spool
 
 
 # -- the window --------------------------------------------------------------------------------
@@ -250,7 +129,7 @@ class PredictionStream:
     def __init__(
         self,
         schema: pa.Schema,
-        sources: list[_Source],
+        sources: list[BatchSource],
         spool: list[pa.Table],
         labels: Labels | None,
         batch_rows: int = BATCH_ROWS,
@@ -307,15 +186,13 @@ def open_predictions(
     if wanted is not None:
         spool = [t.select([c for c in t.column_names if c in wanted]) for t in spool]
     store = open_store(settings)
-    if isinstance(store, PostgresStore):
-        sources = [_postgres_source(store, model, version, since, until, wanted, batch_rows)]
-    else:
-        sources = _parquet_sources(store, model, version, since, until, wanted, batch_rows)
+    sources = store.prediction_batches(model, version, since, until, wanted, batch_rows)
     schema = _unify([*(t.schema for t in spool), *(s.schema for s in sources)]) or _EMPTY
     labels = None
     if with_labels:
         fb_spool = _spool_feedback(settings, model)
-        labels = latest_labels(_feedback_batches(store, model, fb_spool, since, until))
+        # Store first, then the spool (newer): read order breaks ties of received_at.
+        labels = latest_labels(chain(store.feedback_batches(model, since, until), fb_spool))
         schema = schema.append(pa.field(LABEL, pa.string()))
     return PredictionStream(schema, sources, spool, labels, batch_rows)
 
@@ -360,13 +237,7 @@ def read_rejected(
     since, until = _utc(since), _utc(until)
     _, rej, _ = group_frames(_spool_frames(settings, REJECTED))  # spool first, as above
     tables = [rejected_table(frames) for frames in rej.values()]
-    store = open_store(settings)
-    if isinstance(store, PostgresStore):
-        stored = store.read_rejected(since, until)
-        tables.append(pa.Table.from_pandas(stored, schema=REJECTED_SCHEMA, preserve_index=False))
-    else:
-        first, last = (since.date() if since else None), (until.date() if until else None)
-        tables += [_read_parquet(f) for f in store.rejected_files(first, last)]
+    tables.append(open_store(settings).rejected_rows(since, until))
     df = (pa.concat_tables(tables) if tables else REJECTED_SCHEMA.empty_table()).to_pandas()
     df = df.drop_duplicates(["request_id", "received_at"], keep="first")
     if since is not None:
@@ -374,10 +245,3 @@ def read_rejected(
     if until is not None:
         df = df[df["received_at"] < pd.Timestamp(until)]
     return df.sort_values("received_at").reset_index(drop=True)
-
-
-def _read_parquet(path: Path) -> pa.Table:
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
