@@ -163,6 +163,13 @@ def test_a_window_of_one_model_and_day_opens_no_other_partition(
     assert sorted(set(df["request_id"])) == [f"a{i}" for i in range(6)]
     with pytest.raises(CorruptLogFile, match=r"date=2026-03-05/part-broken\.parquet"):
         read_predictions(settings, MODEL, 1, day, day + timedelta(days=7))
+    out = settings.data_dir / "week.parquet"
+    env = {"VIGIL_MODEL_STORE": str(settings.model_store), "VIGIL_DATA_DIR": str(settings.data_dir)}
+    week = ["--since", day.isoformat(), "--until", (day + timedelta(days=7)).isoformat()]
+    res = CliRunner().invoke(cli, ["logs", "export", "--model", MODEL, *week, "--out", str(out)],
+                             env=env)  # fmt: skip
+    assert res.exit_code == 1 and "part-broken.parquet" in res.output.replace("\n", "")
+    assert not out.exists() and not list(settings.data_dir.glob(".week*"))  # no partial file
 
 
 def test_drift_sample_is_bounded_and_does_not_depend_on_batching() -> None:

@@ -44,7 +44,7 @@ def export(
 ) -> None:
     """Export logged predictions (inputs, outputs, labels, metadata) of a window, streamed."""
     from service.iolog.export import SUFFIXES, export
-    from service.iolog.reader import open_predictions
+    from service.iolog.reader import CorruptLogFile, open_predictions
 
     if out.suffix not in SUFFIXES:
         console.print("[red]error:[/] --out must end in .parquet or .csv")
@@ -55,7 +55,7 @@ def export(
             task = bar.add_task("export", total=None, model=model)
             stream = open_predictions(Settings(), model, version, since, until)
             done = export(stream, out, lambda rows: bar.update(task, completed=rows))
-    except VigilError as exc:
+    except (VigilError, CorruptLogFile) as exc:  # the file is left as it was: nothing half-written
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"exported {done.rows} rows ({done.labelled} labelled) of {model} to {out}")
