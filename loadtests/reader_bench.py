@@ -141,11 +141,14 @@ def _feedback(root: Path, table: pa.Table, rng: np.random.Generator, day: str, s
     pq.write_table(fb, d / f"part-bench-{start:09d}.parquet", compression="zstd")
 
 
-def measure(name: str, argv: list[str], env: dict[str, str]) -> Run:
+def measure(name: str, argv: list[str], env: dict[str, str], code: Path) -> Run:
     """Wall time and the child's own peak RSS (``wait4`` reports the child's rusage)."""
     with console.status(f"running {name}…"):
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # cwd too, not only PYTHONPATH: ``python -m`` puts the working directory first on the path
+        proc = subprocess.Popen(
+            argv, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -161,7 +164,7 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=Path.cwd(), help="checkout to run")
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep it")
     args = parser.parse_args()
-    home = args.keep or Path(tempfile.mkdtemp(prefix="reader-bench-"))
+    home = (args.keep or Path(tempfile.mkdtemp(prefix="reader-bench-"))).resolve()
     models, stamp = home / "models", home / "t0"
     if stamp.is_file():  # a kept store: same rows, same window, so runs compare
         t0 = datetime.fromisoformat(stamp.read_text())
@@ -180,14 +183,10 @@ def main() -> None:
     }
     cli = [sys.executable, "-m", "service.cli"]
     window = ["--model", DEMO_MODEL, "--since", since, "--until", until]
-    runs = [
-        measure(
-            "export parquet",
-            [*cli, "logs", "export", *window, "--out", str(home / "out" / "export.parquet")],
-            env,
-        ),
-        measure("drift run", [*cli, "drift", "run", *window, "--out", str(home / "drift")], env),
-    ]
+    code = args.code.resolve()
+    export = [*cli, "logs", "export", *window, "--out", str(home / "out" / "export.parquet")]
+    drift = [*cli, "drift", "run", *window, "--out", str(home / "drift")]
+    runs = [measure("export parquet", export, env, code), measure("drift run", drift, env, code)]
     exported = pq.ParquetFile(home / "out" / "export.parquet").metadata.num_rows
     table = Table("command", "rows", "seconds", "peak RSS (MiB)", "exit")
     for r in runs:
@@ -196,8 +195,11 @@ def main() -> None:
         )
     Console().print(table)
     worst = max(r.peak_rss_mib for r in runs)
+    commit = subprocess.run(
+        ["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     console.print(
-        f"{args.rows:,} rows from {args.code}: exported {exported:,}; "
+        f"{args.rows:,} rows, code {code} ({commit or 'no git'}): exported {exported:,}; "
         f"peak RSS at most {worst:.0f} MiB; data in {home}"
     )
 
