@@ -78,6 +78,12 @@ class Conflict(VigilError):
     kind = "conflict"
 
 
+class LogStoreError(Unavailable):
+    """The I/O log store cannot be opened; the message shows its URL with the password masked."""
+
+    kind = "log_store"
+
+
 # -- the model store and the registry ---------------------------------------------------------
 # StoreError sets no status or kind of its own: each subclass takes them from its second parent.
 

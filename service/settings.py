@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +18,29 @@ from service.durations import parse_duration
 def _duration(value: object) -> object:
     # the command line's grammar (30s, 15m, 30d) for duration settings, not ISO 8601
     return parse_duration(value, allow_zero=True) if isinstance(value, str) else value
+
+
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^\s/?#]*@")
+_PARAM_PASSWORD = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://user:***@host/db``: the password masked, in the netloc or a parameter.
+
+    Regular expressions rather than a URL parser: a malformed URL must be masked too.
+    """
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (say, a driver's error message) without the password of ``url`` in any form."""
+    secrets = [m.group(0)[len(m.group(1)) : -1] for m in _URL_PASSWORD.finditer(url)]
+    secrets += [m.group(0)[len(m.group(1)) :] for m in _PARAM_PASSWORD.finditer(url)]
+    text = text.replace(url, redact_url(url))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _default_home() -> Path:
@@ -70,7 +94,8 @@ class Settings(BaseSettings):
     log_store: str = Field(
         "",
         description="Where I/O records land: a directory path (Parquet) or a postgresql:// URL. "
-        "Empty means <data_dir>/iolog.",
+        "Empty means <data_dir>/iolog. Shown only through ``log_store_display``.",
+        repr=False,  # a URL can carry a password: keep it out of reprs and tracebacks
     )
     iolog_enabled: bool = Field(True, description="Log every request's inputs and outputs.")
     fsync: FsyncPolicy = Field(
@@ -210,7 +235,13 @@ class Settings(BaseSettings):
 
     @property
     def log_store_url(self) -> str:
+        """The real location, password included: hand it to a driver, never to a message."""
         return self.log_store or str(self.data_dir / "iolog")
+
+    @property
+    def log_store_display(self) -> str:
+        """The location as it may be printed or logged: any password masked."""
+        return redact_url(self.log_store_url)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:

@@ -15,6 +15,7 @@ from monitoring.drift.config import DriftConfig
 from monitoring.drift.job import _analyse_version, run_drift
 from monitoring.drift.result import Status
 from monitoring.drift.segments import SegmentKeyError, analyse_segments, segment_labels
+from monitoring.drift.window import WindowSample
 from monitoring.simulate import run_simulation
 from service.settings import Settings
 from tests.conftest import MODEL
@@ -89,7 +90,8 @@ def test_unknown_or_numeric_keys_are_refused_clearly(
         segment_labels(w, manifest, "planet")
     with pytest.raises(SegmentKeyError, match=r"'mean_radius' .* is numeric"):
         segment_labels(w, manifest, "mean_radius")
-    failed = _analyse_version(store, MODEL, 1, w, DriftConfig(segment_by="planet"))
+    cfg = DriftConfig(segment_by="planet")
+    failed = _analyse_version(store, MODEL, 1, WindowSample.of(w, cfg.max_rows, cfg.seed), cfg)
     assert failed.status is Status.ERROR and "planet" in failed.message
 
 

@@ -34,8 +34,8 @@ from monitoring.drift.result import (
 )
 from monitoring.drift.stats import column_drift
 from monitoring.drift.weighting import dataset_verdict
+from monitoring.drift.window import FEEDBACK_COLUMN, WindowSample
 
-FEEDBACK_COLUMN = "label"
 VALIDATION = "validation"
 
 
@@ -51,10 +51,19 @@ def prediction_column(class_names: list[str]) -> str:
 
 
 def analyse(
-    current: pd.DataFrame, reference: pd.DataFrame, manifest: Manifest, cfg: DriftConfig
+    current: pd.DataFrame | WindowSample,
+    reference: pd.DataFrame,
+    manifest: Manifest,
+    cfg: DriftConfig,
 ) -> VersionResult:
-    """Data, prediction and model drift of ``current`` (one version's window) vs ``reference``."""
-    rows = len(current)
+    """Data, prediction and model drift of ``current`` (one version's window, or what was
+    gathered of it while streaming) vs ``reference``."""
+    window = (
+        current
+        if isinstance(current, WindowSample)
+        else WindowSample.of(current, cfg.max_rows, cfg.seed)
+    )
+    rows = window.rows
     result = VersionResult(
         version=manifest.version,
         status=Status.INSUFFICIENT_DATA,
@@ -67,9 +76,10 @@ def analyse(
     class_names = list(manifest.outputs.class_names)
     pred_col = prediction_column(class_names)
     _check_reference(reference, manifest, pred_col)
-    features, skipped = _usable_features(current, reference, manifest)
+    features, skipped = _usable_features(window, reference, manifest)
     # the predicted label rides along for CBPE, which estimates on the same analysed rows
-    sample = _sample(current, [*features, pred_col, PREDICTION_COLUMN], cfg)
+    wanted = [*features, pred_col, PREDICTION_COLUMN]
+    sample = window.sample[[c for c in wanted if c in window.sample.columns]]
     threshold = cfg.threshold(len(sample), len(reference))
 
     drift = {f: column_drift(reference[f], sample[f], cfg.method, threshold) for f in features}
@@ -77,7 +87,7 @@ def analyse(
     prediction = None
     if pred_col in sample.columns and sample[pred_col].notna().any():
         prediction = column_drift(reference[pred_col], sample[pred_col], cfg.method, threshold)
-    performance, labelled, validation = _performance(current, reference, class_names, cfg)
+    performance, labelled, validation = _performance(window.labelled, reference, class_names, cfg)
     estimate = cbpe.estimate(sample, reference, class_names, pred_col, cfg, performance.current)
 
     flags = Flags(
@@ -127,8 +137,9 @@ def _check_reference(reference: pd.DataFrame, manifest: Manifest, pred_col: str)
 
 
 def _usable_features(
-    current: pd.DataFrame, reference: pd.DataFrame, manifest: Manifest
+    window: WindowSample, reference: pd.DataFrame, manifest: Manifest
 ) -> tuple[list[str], dict[str, str]]:
+    current = window.sample
     usable: list[str] = []
     skipped: dict[str, str] = {}
     for spec in manifest.features:
@@ -140,7 +151,7 @@ def _usable_features(
             skipped[name] = "not in the logged window"
         elif not pd.api.types.is_numeric_dtype(current[name]):
             skipped[name] = f"logged as {current[name].dtype}, not numeric"
-        elif not np.isfinite(current[name].to_numpy(dtype=np.float64)).any():
+        elif name not in window.finite:
             skipped[name] = "no finite value in the window"
         elif not np.isfinite(reference[name].to_numpy(dtype=np.float64)).any():
             skipped[name] = "no finite value in the reference"
@@ -149,16 +160,6 @@ def _usable_features(
     if not usable:
         raise DriftInputError(f"no feature of {manifest.name} can be compared: {skipped}")
     return usable, skipped
-
-
-def _sample(current: pd.DataFrame, columns: list[str], cfg: DriftConfig) -> pd.DataFrame:
-    """The rows analysed: all of them, or a seeded uniform sample of ``cfg.max_rows``."""
-    present = [c for c in columns if c in current.columns]
-    if len(current) <= cfg.max_rows:
-        return current[present]
-    rng = np.random.default_rng(cfg.seed)
-    idx = np.sort(rng.choice(len(current), size=cfg.max_rows, replace=False))
-    return current[present].iloc[idx].reset_index(drop=True)
 
 
 def quality(y_true: pd.Series, y_pred: pd.Series) -> dict[str, float]:
@@ -171,7 +172,8 @@ def quality(y_true: pd.Series, y_pred: pd.Series) -> dict[str, float]:
 def _performance(
     current: pd.DataFrame, reference: pd.DataFrame, class_names: list[str], cfg: DriftConfig
 ) -> tuple[Performance, pd.DataFrame | None, pd.DataFrame | None]:
-    """Quality on every labelled row of the window (not the sample) vs the validation rows."""
+    """Quality on every labelled row of the window (not the sample) vs the validation rows;
+    ``current`` holds the window's labelled rows."""
     if FEEDBACK_COLUMN in current.columns and PREDICTION_COLUMN in current.columns:
         labels = current[FEEDBACK_COLUMN]
         mask = labels.notna() & labels.isin(class_names) & current[PREDICTION_COLUMN].notna()

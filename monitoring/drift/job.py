@@ -13,6 +13,7 @@ import evidently
 import pandas as pd
 
 from model_store.errors import ModelNotFoundError, StoreError
+from model_store.registration import PREDICTION_COLUMN, proba_column
 from model_store.store import ModelStore, check_model_name, write_atomic
 from monitoring.drift import push as pushgateway
 from monitoring.drift.config import DriftConfig
@@ -21,8 +22,9 @@ from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
 from monitoring.drift.result import DriftReport, Status, VersionResult
 from monitoring.drift.retention import prune_model_reports
-from monitoring.drift.segments import analyse_segments
-from service.iolog.reader import read_predictions
+from monitoring.drift.segments import METADATA_COLUMN, analyse_segments
+from monitoring.drift.window import FEEDBACK_COLUMN, Sampler, WindowSample
+from service.iolog.reader import open_predictions
 from service.settings import Settings
 
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -97,24 +99,56 @@ def _analyse_window(
     if report.since >= report.until:
         raise DriftInputError(f"the window is empty: since {report.since} is not before until")
     say(f"reading {report.model} predictions {report.since:%Y-%m-%d %H:%M} → {report.until:%H:%M}")
-    window = read_predictions(settings, report.model, since=report.since, until=report.until)
-    if "status" in window.columns and len(window):
-        served = window["status"].astype("int64") < 400
-        if not served.all():  # filtering copies every column: only when something is dropped
-            window = window[served]
-    report.rows = len(window)
-    if window.empty:
+    windows = _read_window(settings, store, report, cfg, say)
+    report.rows = sum(w.rows for w in windows.values())
+    if not report.rows:
         report.note = "no predictions logged in the window"
         return
-    versions = sorted(int(v) for v in window["version"].unique())
-    for v in versions:
-        part = window if len(versions) == 1 else window[window["version"] == v]
-        say(f"analysing {report.model} v{v}: {len(part)} rows")
-        report.versions.append(_analyse_version(store, report.model, v, part, cfg))
+    for v, window in sorted(windows.items()):
+        say(f"analysing {report.model} v{v}: {window.rows} rows")
+        report.versions.append(_analyse_version(store, report.model, v, window, cfg))
+
+
+def _read_window(
+    settings: Settings, store: ModelStore, report: DriftReport, cfg: DriftConfig, say: Progress
+) -> dict[int, WindowSample]:
+    """Each served version's sample, labelled rows and row count, gathered batch by batch."""
+    stream = open_predictions(
+        settings, report.model, since=report.since, until=report.until,
+        columns=_columns(store, report.model, cfg),
+    )  # fmt: skip
+    samplers: dict[int, Sampler] = {}
+    read = 0
+    for batch in stream:
+        part = batch.to_pandas()
+        read += len(part)
+        if "status" in part.columns:
+            part = part[part["status"].astype("int64") < 400]  # only what was served
+        for v, rows in part.groupby("version", sort=False):
+            sampler = samplers.setdefault(int(v), Sampler(cfg.max_rows, cfg.seed))
+            sampler.add(rows)
+        say(f"reading {report.model}: {read:,} rows")
+    return {v: s.result() for v, s in samplers.items()}
+
+
+def _columns(store: ModelStore, model: str, cfg: DriftConfig) -> list[str] | None:
+    """What drift reads of the log: features, outputs, label (no ids or latencies; metadata only
+    when segments may come from it)."""
+    columns = {"version", "status", PREDICTION_COLUMN, FEEDBACK_COLUMN}
+    if cfg.segment_by:
+        columns.add(METADATA_COLUMN)
+    for v in store.versions(model):
+        try:
+            manifest = store.manifest(model, v)
+        except StoreError:
+            return None  # cannot tell what a broken version logs: read everything
+        columns.update(manifest.feature_names)
+        columns.update(proba_column(c) for c in manifest.outputs.class_names)
+    return sorted(columns)
 
 
 def _analyse_version(
-    store: ModelStore, model: str, version: int, window: pd.DataFrame, cfg: DriftConfig
+    store: ModelStore, model: str, version: int, window: WindowSample, cfg: DriftConfig
 ) -> VersionResult:
     try:
         manifest = store.manifest(model, version)
@@ -128,7 +162,7 @@ def _analyse_version(
         return VersionResult(
             version=version,
             status=Status.ERROR,
-            rows=len(window),
+            rows=window.rows,
             sample_cap=cfg.max_rows,
             message=str(exc),
         )

@@ -18,6 +18,7 @@ from model_store.manifest import Manifest
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import DriftInputError, analyse
 from monitoring.drift.result import SegmentResult, Segments, Status, VersionResult
+from monitoring.drift.window import WindowSample
 
 METADATA_COLUMN = "metadata"
 MISSING = "(missing)"  # rows whose request did not carry the key
@@ -65,8 +66,15 @@ def segment_labels(current: pd.DataFrame, manifest: Manifest, key: str) -> pd.Se
 
 
 def analyse_segments(
-    current: pd.DataFrame, reference: pd.DataFrame, manifest: Manifest, cfg: DriftConfig, key: str
+    window: pd.DataFrame | WindowSample,
+    reference: pd.DataFrame,
+    manifest: Manifest,
+    cfg: DriftConfig,
+    key: str,
 ) -> Segments:
+    """Segments of the window's sample (at most ``drift_max_rows`` rows, gathered while the log
+    streamed): a segment's rows, drift and realized accuracy are those of its sampled rows."""
+    current = window.sample if isinstance(window, WindowSample) else window
     labels = segment_labels(current, manifest, key)
     seg_cfg = replace(cfg, min_rows=cfg.segment_min_rows)
     results: list[SegmentResult] = []

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from service.durations import parse_duration
@@ -31,21 +31,23 @@ def export(
     since: SinceOpt = None,
     until: UntilOpt = None,
 ) -> None:
-    """Export logged predictions (inputs, outputs, labels, metadata) of a window."""
-    from service.iolog.reader import read_predictions
+    """Export logged predictions (inputs, outputs, labels, metadata) of a window, streamed."""
+    from service.iolog.export import SUFFIXES, export
+    from service.iolog.reader import CorruptLogFile, open_predictions
 
-    if out.suffix not in (".parquet", ".csv"):
+    if out.suffix not in SUFFIXES:
         console.print("[red]error:[/] --out must end in .parquet or .csv")
         raise typer.Exit(1)
-    with console.status("reading the log…"):
-        df = read_predictions(Settings(), model, version, since, until)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        df.to_parquet(out, index=False)
-    else:
-        df.to_csv(out, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-    labelled = int(df["label"].notna().sum()) if "label" in df else 0
-    console.print(f"exported {len(df)} rows ({labelled} labelled) of {model} to {out}")
+    columns = (TextColumn("exporting {task.fields[model]}"), TextColumn("{task.completed:,} rows"))
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("export", total=None, model=model)
+            stream = open_predictions(Settings(), model, version, since, until)
+            done = export(stream, out, lambda rows: bar.update(task, completed=rows))
+    except (VigilError, CorruptLogFile) as exc:  # the file is left as it was: nothing half-written
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"exported {done.rows} rows ({done.labelled} labelled) of {model} to {out}")
 
 
 @logs_app.command("feedback")
@@ -100,7 +102,11 @@ def prune(
         raise typer.BadParameter(str(exc), param_hint="--older-than") from None
     cutoff = datetime.now(UTC) - age
     settings = Settings()
-    counts = prune_store(settings, cutoff)
+    try:
+        counts = prune_store(settings, cutoff)
+    except VigilError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
     console.print(f"pruned records before {cutoff:%Y-%m-%d %H:%M} UTC: {counts}")
     reports = prune_reports(
         settings.reports_dir,
@@ -182,8 +188,7 @@ def backtest_cmd(
     columns = (
         TextColumn("replaying"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} rows"),
-        TimeRemainingColumn(),
+        TextColumn("{task.completed:,} rows"),  # the window streams: its size is not known ahead
     )
     try:
         with Progress(*columns, console=console, transient=True) as bar:

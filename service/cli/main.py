@@ -29,7 +29,11 @@ from service.settings import Settings
 if TYPE_CHECKING:
     import pandas as pd
 
-app = typer.Typer(no_args_is_help=True, help="Vigil: real-time inference with drift monitoring.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Vigil: real-time inference with drift monitoring.",
+    pretty_exceptions_show_locals=False,  # locals hold settings and URLs, passwords included
+)
 models_app = typer.Typer(no_args_is_help=True, help="The versioned model store.")
 app.add_typer(models_app, name="models")
 app.add_typer(logs_app, name="logs")

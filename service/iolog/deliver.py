@@ -34,10 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
 
 from service.iolog import quarantine
-from service.iolog.frames import Frame, read_frames
+from service.iolog.frames import read_frames
+from service.iolog.store import LogStore, open_store
 from service.metrics import DeliveryMetrics
 from service.settings import Settings
 
@@ -56,17 +56,7 @@ CONTENT_ERRORS: tuple[type[Exception], ...] = (
 )  # fmt: skip
 
 
-class Sink(Protocol):
-    content_errors: tuple[type[Exception], ...]  # the store refuses a value: the segment's fault
-
-    def deliver(self, frames: list[Frame], segment_id: str) -> dict[str, int]: ...
-
-    def ping(self) -> bool:
-        """Whether the store is up and writable now."""
-        ...
-
-
-def deliver_segment(sink: Sink, path: Path, segment_id: str) -> dict[str, int]:
+def deliver_segment(sink: LogStore, path: Path, segment_id: str) -> dict[str, int]:
     """One segment into the store, idempotently (the store keys its records by segment id)."""
     frames = list(read_frames(path, strict=path.suffix == CLOSED_SUFFIX))
     return sink.deliver(frames, segment_id)
@@ -82,15 +72,8 @@ class _Round:
     suspects: list[tuple[Path, str, str]] = field(default_factory=list)
 
 
-def open_sink(settings: Settings) -> Sink:
-    url = settings.log_store_url
-    if url.startswith(("postgresql://", "postgres://")):
-        from service.iolog.postgres_store import PostgresStore
-
-        return PostgresStore(url)
-    from service.iolog.parquet_store import ParquetStore
-
-    return ParquetStore(Path(url))
+def open_sink(settings: Settings) -> LogStore:
+    return open_store(settings)
 
 
 class Deliverer:
@@ -98,13 +81,13 @@ class Deliverer:
         self,
         settings: Settings,
         metrics: DeliveryMetrics,
-        sink_factory: Callable[[Settings], Sink] = open_sink,
+        sink_factory: Callable[[Settings], LogStore] = open_sink,
     ) -> None:
         self.root = settings.spool_dir
         self.metrics = metrics
         self._settings = settings
         self._sink_factory = sink_factory
-        self._sink: Sink | None = None
+        self._sink: LogStore | None = None
         self._lead_fd: int | None = None
         self._error: str | None = None
         self._attempts: dict[Path, int] = {}  # counted failures of segments still in the spool

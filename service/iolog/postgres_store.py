@@ -38,16 +38,20 @@ import pyarrow.csv as pcsv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from service.errors import LogStoreError
 from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, UNKNOWN_SOURCE, Frame
 from service.iolog.schema import (
     FEEDBACK_SCHEMA,
     REJECTED_SCHEMA,
     TS,
+    BatchSource,
     feedback_table,
     group_frames,
     predictions_table,
     rejected_table,
+    with_model,
 )
+from service.settings import redact_url, scrub
 
 log = logging.getLogger("vigil.iolog.postgres")
 
@@ -175,7 +179,15 @@ class PostgresStore:
 
     def __init__(self, url: str) -> None:
         # No connection here: the service must start (and spool) while PostgreSQL is away.
-        self._params = _connect_params(url)
+        self._url = url
+        self.display = redact_url(url)
+        try:
+            self._params = _connect_params(url)
+        except psycopg.Error as exc:  # libpq quotes the whole URL, password included
+            raise LogStoreError(
+                f"VIGIL_LOG_STORE {self.display} is not a valid PostgreSQL URL: "
+                f"{scrub(str(exc), url)}"
+            ) from None
         self._conn: psycopg.Connection[Any] | None = None
         self._base_ready = False
         self._versions_ready: set[tuple[str, int]] = set()
@@ -185,9 +197,18 @@ class PostgresStore:
             self._conn.close()
             self._conn = None
 
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.display!r})"
+
     def _connect(self) -> psycopg.Connection[Any]:
-        # autocommit: every transaction is an explicit block, never one left idle and open.
-        return psycopg.connect(autocommit=True, **self._params)
+        try:
+            # autocommit: every transaction is an explicit block, never one left idle and open.
+            return psycopg.connect(autocommit=True, **self._params)
+        except psycopg.Error as exc:
+            clean = scrub(str(exc), self._url)
+            if clean == str(exc):
+                raise
+            raise type(exc)(clean) from None  # the original, password and all, stays unprinted
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -396,53 +417,116 @@ class PostgresStore:
         return int(table.num_rows)
 
     # -- reading ---------------------------------------------------------------------------
+    def prediction_batches(
+        self,
+        model: str,
+        version: int | None,
+        since: datetime | None,
+        until: datetime | None,
+        columns: list[str] | None = None,
+        batch_rows: int = 65_536,
+    ) -> list[BatchSource]:
+        """The window like the Parquet files plus ``model`` and ``version`` (``metadata`` as
+        compact JSON), its rows streamed from COPY in blocks, never the whole result at once."""
+        where, params = _window(since, until)
+        name = predictions_table_name(model)
+        with self._reading() as conn:
+            catalog = _catalog(conn, model, version)
+            if not catalog or not _exists(conn, name):
+                return []
+            # Columns of versions without rows in the window would be all-null: the Parquet
+            # files lack them, so leave them out here too. EXISTS stops at a version's first row.
+            present = {
+                int(r[0])
+                for r in conn.execute(
+                    sql.SQL(
+                        "SELECT v FROM unnest(%s::integer[]) AS v "
+                        "WHERE EXISTS (SELECT 1 FROM {} WHERE {})"
+                    ).format(
+                        sql.Identifier(name),
+                        sql.SQL(" AND ").join([sql.SQL("version = v"), *where]),
+                    ),
+                    [sorted(catalog), *params],
+                )
+            }
+        if version is not None:
+            where.append(sql.SQL("version = %s"))
+            params.append(version)
+        shown = _ordered_columns({v: cols for v, cols in catalog.items() if v in present})
+        if columns is not None:
+            shown = [c for c in shown if c.name in columns]
+        if not shown:
+            return []
+        query = sql.SQL("SELECT {} FROM {}{} ORDER BY received_at, request_id, {}").format(
+            sql.SQL(", ").join(_select(c) for c in shown),
+            sql.Identifier(name),
+            _where(where),
+            sql.Identifier("row"),
+        )
+        types = {c.name: c.type for c in shown}
+        schema = with_model(pa.schema(list(types.items())).empty_table(), model, -1).schema
+        if columns is not None:
+            schema = pa.schema([f for f in schema if f.name in columns])
+        batches = self._stream(query, params, types, batch_rows)
+        return [BatchSource(schema, (with_model(b, model, -1) for b in batches))]
+
+    def _stream(
+        self, query: sql.Composable, params: list[Any], types: dict[str, pa.DataType], rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        with self._reading() as conn:
+            for batch in _copy_batches(conn, query, params, types, rows):
+                if "metadata" in types:
+                    i = batch.schema.get_field_index("metadata")
+                    batch = batch.set_column(i, "metadata", _compact_json(batch.column(i)))
+                yield batch
+
+    def feedback_batches(
+        self, model: str, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The labels of ``model``; with a window, only those of rows logged in it (the join
+        runs on the server, so labels of other days never travel)."""
+        where, params = _window(since, until)  # only the parameters are used as such
+        fb = sql.Identifier(FEEDBACK_TABLE)
+        conditions: list[sql.Composable] = [sql.SQL("f.model = %s")]
+        with self._reading() as conn:
+            if not _exists(conn, FEEDBACK_TABLE):
+                return
+            if where and _exists(conn, predictions_table_name(model)):
+                in_window, _ = _window(since, until, sql.Identifier("p", "received_at"))
+                conditions.append(
+                    sql.SQL(
+                        "EXISTS (SELECT 1 FROM {} p WHERE p.request_id = f.request_id "
+                        'AND p."row" = f."row" AND {})'
+                    ).format(
+                        sql.Identifier(predictions_table_name(model)),
+                        sql.SQL(" AND ").join(in_window),
+                    )
+                )
+            else:
+                params = []  # no window (or no predictions table): every label of the model
+            # every label with its source, in the order received (ties: in the order sent)
+            query = sql.SQL(
+                'SELECT f.request_id, f."row", f.label, {}, f.source FROM {} f{} '
+                "ORDER BY f.received_at, f.item"
+            ).format(_epoch_us("received_at"), fb, _where(conditions))
+            types = dict(zip(FEEDBACK_SCHEMA.names, FEEDBACK_SCHEMA.types, strict=True))
+            yield from _copy_batches(conn, query, [model, *params], types, 65_536)
+
     def read_predictions(
         self, model: str, version: int | None, since: datetime | None, until: datetime | None
     ) -> pd.DataFrame:
-        """Like the Parquet files plus ``version``; ``metadata`` as compact JSON text."""
-        with self._reading() as conn:
-            catalog = _catalog(conn, model, version)
-            if not catalog or not _exists(conn, predictions_table_name(model)):
-                return pd.DataFrame()
-            columns = _ordered_columns(catalog)
-            where, params = _window(since, until)
-            if version is not None:
-                where.append(sql.SQL("version = %s"))
-                params.append(version)
-            query = sql.SQL("SELECT {} FROM {}{} ORDER BY received_at, request_id, {}").format(
-                sql.SQL(", ").join(_select(c) for c in columns),
-                sql.Identifier(predictions_table_name(model)),
-                _where(where),
-                sql.Identifier("row"),
-            )
-            table = _copy_out(conn, query, params, {c.name: c.type for c in columns})
-        if table.num_rows == 0:
+        """The window as one DataFrame (small windows, tests), without the ``model`` column."""
+        sources = self.prediction_batches(model, version, since, until)
+        if not sources:
             return pd.DataFrame()
-        # Columns of versions outside the result would be all-null: the Parquet files lack them.
-        present = set(pc.unique(table.column("version")).to_pylist())
-        shown = _ordered_columns({v: cols for v, cols in catalog.items() if v in present})
-        table = table.select([c.name for c in shown])
-        i = table.column_names.index("metadata")
-        return table.set_column(i, "metadata", _compact_json(table.column(i))).to_pandas()
+        table = pa.Table.from_batches(list(sources[0].batches), sources[0].schema)
+        return table.drop_columns(["model"]).to_pandas() if table.num_rows else pd.DataFrame()
 
     def read_feedback(self, model: str) -> pd.DataFrame:
-        """Every label of the model, in the order received (ties: in the order sent)."""
-        query = sql.SQL(
-            'SELECT request_id, "row", label, {}, source FROM {} WHERE model = %s '
-            "ORDER BY received_at, item"
-        ).format(_epoch_us("received_at"), sql.Identifier(FEEDBACK_TABLE))
-        with self._reading() as conn:
-            if not _exists(conn, FEEDBACK_TABLE):
-                return FEEDBACK_SCHEMA.empty_table().to_pandas()
-            table = _copy_out(
-                conn,
-                query,
-                [model],
-                dict(zip(FEEDBACK_SCHEMA.names, FEEDBACK_SCHEMA.types, strict=True)),
-            )
-        return table.to_pandas()
+        batches = list(self.feedback_batches(model))
+        return pa.Table.from_batches(batches, FEEDBACK_SCHEMA).to_pandas()
 
-    def read_rejected(self, since: datetime | None, until: datetime | None) -> pd.DataFrame:
+    def rejected_rows(self, since: datetime | None, until: datetime | None) -> pa.Table:
         where, params = _window(since, until)
         select = [
             _epoch_us(n) if n == "received_at" else sql.Identifier(n) for n in REJECTED_SCHEMA.names
@@ -452,10 +536,10 @@ class PostgresStore:
         )
         with self._reading() as conn:
             if not _exists(conn, REJECTED_TABLE):
-                return REJECTED_SCHEMA.empty_table().to_pandas()
+                return REJECTED_SCHEMA.empty_table()
             types = dict(zip(REJECTED_SCHEMA.names, REJECTED_SCHEMA.types, strict=True))
-            table = _copy_out(conn, query, params, types)
-        return table.to_pandas()
+            batches = list(_copy_batches(conn, query, params, types, 65_536))
+        return pa.Table.from_batches(batches, REJECTED_SCHEMA)
 
     # -- retention -------------------------------------------------------------------------
     def prune(self, older_than: datetime) -> dict[str, int]:
@@ -600,15 +684,17 @@ def _select(c: _Column) -> sql.Composable:
 
 
 def _window(
-    since: datetime | None, until: datetime | None
+    since: datetime | None,
+    until: datetime | None,
+    column: sql.Composable = sql.Identifier("received_at"),
 ) -> tuple[list[sql.Composable], list[Any]]:
     where: list[sql.Composable] = []
     params: list[Any] = []
     if since is not None:
-        where.append(sql.SQL("received_at >= %s"))
+        where.append(sql.SQL("{} >= %s").format(column))
         params.append(since)
     if until is not None:
-        where.append(sql.SQL("received_at < %s"))
+        where.append(sql.SQL("{} < %s").format(column))
         params.append(until)
     return where, params
 
@@ -619,43 +705,67 @@ def _where(conditions: list[sql.Composable]) -> sql.Composable:
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
 
 
-def _copy_out(
+class _CopyReader(io.RawIOBase):
+    """COPY's chunks as a file, for Arrow's streaming CSV reader."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        self._chunks = chunks
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = bytes(chunk)
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+def _copy_batches(
     conn: psycopg.Connection[Any],
     query: sql.Composable,
     params: list[Any],
     types: dict[str, pa.DataType],
-) -> pa.Table:
-    """Run ``query`` as COPY … TO STDOUT (CSV) and parse it with Arrow: fast for big windows."""
-    buf = io.BytesIO()
+    rows: int,
+) -> Iterator[pa.RecordBatch]:
+    """Run ``query`` as COPY … TO STDOUT (CSV), parsed by Arrow block by block as it arrives."""
     statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)
-    with conn.cursor() as cur, cur.copy(statement, params) as copy:
-        for chunk in copy:
-            buf.write(chunk)
     names = list(types)
-    schema = pa.schema(list(types.items()))
-    if buf.tell() == 0:
-        return schema.empty_table()
     raw = {n: pa.int64() if t == TS else t for n, t in types.items()}
-    table = pcsv.read_csv(
-        io.BytesIO(buf.getvalue()),
-        read_options=pcsv.ReadOptions(column_names=names),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True),
-        convert_options=pcsv.ConvertOptions(
-            column_types=raw,
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    for i, (n, t) in enumerate(types.items()):
-        if t == TS:
-            table = table.set_column(i, n, table.column(i).cast(TS))
-    return table
+    schema = pa.schema(list(types.items()))
+    with conn.cursor() as cur, cur.copy(statement, params) as copy:
+        source = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
+        if not source.peek(1):
+            return
+        # Arrow cuts CSV batches by bytes: about 512 bytes a logged row makes ~``rows`` a batch.
+        reader = pcsv.open_csv(
+            source,
+            read_options=pcsv.ReadOptions(column_names=names, block_size=max(rows * 512, 1 << 10)),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types=raw,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        for batch in reader:
+            arrays = [
+                batch.column(i).cast(TS) if t == TS else batch.column(i)
+                for i, t in enumerate(types.values())
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _compact_json(column: pa.ChunkedArray) -> pa.Array:
+def _compact_json(column: pa.Array) -> pa.Array:
     """jsonb prints ``{"k": "v"}``; the Parquet files hold orjson's ``{"k":"v"}``."""
-    encoded = column.combine_chunks().dictionary_encode()
+    encoded = column.dictionary_encode()
     values = [
         None if s is None else orjson.dumps(orjson.loads(s)).decode()
         for s in encoded.dictionary.to_pylist()

@@ -1,33 +1,58 @@
 """Reading the I/O log: everything acknowledged, whether still in the spool or already stored.
 
-``read_predictions`` is what data scientists, the drift job, export and back-test use.
+``open_predictions`` streams a window as Arrow record batches of one schema, so export, drift
+and back-test hold one batch (plus 8 bytes a row for de-duplication and the labels' index) rather
+than the window. Parquet files are chosen by their model=/version=/date= directories and read
+column-projected and filtered by ``received_at``; PostgreSQL streams its COPY output in blocks.
+``read_predictions`` is the same as one DataFrame, for small windows and notebooks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from itertools import chain
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, read_frames
-from service.iolog.parquet_store import ParquetStore
+from service.iolog.labels import Labels, SeenKeys, key_hashes, latest_labels
+from service.iolog.parquet_store import CorruptLogFile
 from service.iolog.schema import (
     FEEDBACK_SCHEMA,
     REJECTED_SCHEMA,
+    TS,
+    BatchSource,
     conform_feedback,
     feedback_table,
     group_frames,
-    latest_labels,
     predictions_table,
     rejected_table,
+    with_model,
 )
 from service.iolog.spool import spool_segments
+from service.iolog.store import open_store
 from service.settings import Settings
 
+__all__ = [
+    "CorruptLogFile",
+    "PredictionStream",
+    "open_predictions",
+    "read_feedback",
+    "read_predictions",
+    "read_rejected",
+]
 KEY = ["request_id", "row"]
+_EMPTY = pa.schema(  # an empty window still exports the log's fixed columns
+    [("request_id", pa.string()), ("row", pa.int32()), ("received_at", TS),
+     ("model", pa.string()), ("version", pa.int64()), ("sha256", pa.string()),
+     ("endpoint", pa.string()), ("status", pa.int32()), ("latency_s", pa.float64()),
+     ("prediction", pa.string()), ("metadata", pa.string())]
+)  # fmt: skip
+BATCH_ROWS = 65_536
+LABEL = "label"
 
 
 def _utc(ts: datetime | None) -> datetime | None:
@@ -45,27 +70,145 @@ def _spool_frames(settings: Settings, table: str) -> list:  # type: ignore[type-
     ]
 
 
-class CorruptLogFile(Exception):
-    """A file of the Parquet log store cannot be read; its path is in the message."""
-
-
-def _read_parquet(path: Path) -> pa.Table:
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
-
-
-def is_postgres(settings: Settings) -> bool:
-    return settings.log_store_url.startswith(("postgresql://", "postgres://"))
-
-
-def _window(df: pd.DataFrame, since: datetime | None, until: datetime | None) -> pd.DataFrame:
+def _in_window(table: pa.Table, since: datetime | None, until: datetime | None) -> pa.Table:
+    mask = None
     if since is not None:
-        df = df[df["received_at"] >= pd.Timestamp(since)]
+        mask = pc.greater_equal(table.column("received_at"), pa.scalar(since, TS))
     if until is not None:
-        df = df[df["received_at"] < pd.Timestamp(until)]
-    return df
+        upper = pc.less(table.column("received_at"), pa.scalar(until, TS))
+        mask = upper if mask is None else pc.and_(mask, upper)
+    return table if mask is None else table.filter(mask)
+
+
+def _unify(schemas: list[pa.Schema]) -> pa.Schema:
+    """Columns in order of first appearance; a column text in one source and numeric in another
+    (a feature PII-hashed in one version) is read as text."""
+    fields: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for f in schema:
+            have = fields.get(f.name)
+            if have is None:
+                fields[f.name] = f.type
+            elif have != f.type:
+                fields[f.name] = pa.string()
+    return pa.schema(list(fields.items()))
+
+
+def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+    n = batch.num_rows
+    names = batch.schema.names
+    arrays = []
+    for f in schema:
+        if f.name not in names:
+            arrays.append(pa.nulls(n, f.type))
+            continue
+        col = batch.column(f.name)
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        arrays.append(col if col.type == f.type else col.cast(f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _spool_predictions(
+    settings: Settings,
+    model: str,
+    version: int | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[pa.Table]:
+    preds, _, _ = group_frames(_spool_frames(settings, PREDICTIONS))
+    out = []
+    for (m, v, _d), frames in preds.items():
+        if m == model and (version is None or v == version):
+            table = _in_window(predictions_table(frames), since, until)
+            if table.num_rows:
+                out.append(with_model(table, model, v))
+    return out
+
+
+# -- the window --------------------------------------------------------------------------------
+class PredictionStream:
+    """A window of logged predictions as record batches of one ``schema``.
+
+    Records still in the spool are included; a record both in the spool and in the store (it was
+    delivered while we read) counts once. Rows come store first (by day and file), then the spool;
+    order within the window is not otherwise sorted.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        sources: list[BatchSource],
+        spool: list[pa.Table],
+        labels: Labels | None,
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
+        self.schema = schema
+        self._batch_rows = batch_rows
+        self._sources, self._spool, self._labels = sources, spool, labels
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        seen = SeenKeys()
+        # The spool first: a segment delivered and deleted between the two reads is then seen
+        # in the store as a duplicate of what the spool gave, and dropped there.
+        spool = [self._fresh(t, seen) for t in self._spool]
+        for source in self._sources:
+            for batch in source.batches:
+                batch = self._fresh(batch, seen)
+                if batch.num_rows:
+                    yield batch
+        for batch in spool:
+            for start in range(0, batch.num_rows, self._batch_rows):
+                yield batch.slice(start, self._batch_rows)
+
+    def _fresh(self, batch: pa.RecordBatch | pa.Table, seen: SeenKeys) -> pa.RecordBatch:
+        hashes = key_hashes(batch)
+        mask = seen.fresh(hashes)
+        if not mask.all():
+            batch, hashes = batch.filter(pa.array(mask)), hashes[mask]
+        out = _conform(batch, self.schema)
+        if self._labels is not None:
+            out = out.set_column(
+                self.schema.get_field_index(LABEL), LABEL, self._labels.lookup(hashes)
+            )
+        return out
+
+
+def open_predictions(
+    settings: Settings,
+    model: str,
+    version: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    with_labels: bool = True,
+    columns: list[str] | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> PredictionStream:
+    """The window ``[since, until)`` of ``model`` (``version``), streamed.
+
+    ``columns`` projects (``request_id`` and ``row`` are always read: they are the key).
+    """
+    since, until = _utc(since), _utc(until)
+    wanted = None if columns is None else [*KEY, *(c for c in columns if c not in KEY)]
+    spool = _spool_predictions(settings, model, version, since, until)
+    if wanted is not None:
+        spool = [t.select([c for c in t.column_names if c in wanted]) for t in spool]
+    store = open_store(settings)
+    sources = store.prediction_batches(model, version, since, until, wanted, batch_rows)
+    schema = _unify([*(t.schema for t in spool), *(s.schema for s in sources)]) or _EMPTY
+    labels = None
+    if with_labels:
+        fb_spool = _spool_feedback(settings, model)
+        # Store first, then the spool (newer): read order breaks ties of received_at.
+        labels = latest_labels(chain(store.feedback_batches(model, since, until), fb_spool))
+        schema = schema.append(pa.field(LABEL, pa.string()))
+    return PredictionStream(schema, sources, spool, labels, batch_rows)
+
+
+def _spool_feedback(settings: Settings, model: str) -> list[pa.Table]:
+    _, _, fb = group_frames(_spool_frames(settings, FEEDBACK))
+    return [feedback_table(frames) for (m, _d), frames in fb.items() if m == model]
 
 
 def read_predictions(
@@ -77,58 +220,14 @@ def read_predictions(
     *,
     with_labels: bool = True,
 ) -> pd.DataFrame:
-    """One row per predicted row, ordered by time, with the ground-truth ``label`` joined."""
-    since, until = _utc(since), _utc(until)
-    tables: list[pa.Table] = []
-    versions: list[int] = []
-    # The spool first: a segment delivered and deleted between the two reads is then seen in
-    # the store; records read twice are dropped by the (request_id, row) de-duplication.
-    preds, _, _ = group_frames(_spool_frames(settings, PREDICTIONS))
-    for (m, v, _d), frames in preds.items():
-        if m == model and (version is None or v == version):
-            tables.append(predictions_table(frames))
-            versions.append(v)
-    if is_postgres(settings):
-        from service.iolog.postgres_store import PostgresStore
-
-        stored = PostgresStore(settings.log_store_url).read_predictions(
-            model, version, since, until
-        )
-        if not stored.empty:
-            tables.append(pa.Table.from_pandas(stored, preserve_index=False))
-            versions.append(-1)
-    else:
-        store = ParquetStore(Path(settings.log_store_url))
-        first = since.date() if since else None
-        last = until.date() if until else None
-        for v, files in store.prediction_files(model, version, first, last).items():
-            for f in files:
-                tables.append(_read_parquet(f))
-                versions.append(v)
-    if not tables:
+    """The whole window as one DataFrame ordered by time, ``label`` joined: for small windows."""
+    stream = open_predictions(settings, model, version, since, until, with_labels=with_labels)
+    batches = list(stream)
+    if not batches:
         return _empty_predictions(with_labels)
-    frames_out = []
-    for t, v in zip(tables, versions, strict=True):
-        df = t.to_pandas()
-        if v >= 0:
-            df.insert(3, "version", v)
-        frames_out.append(df)
-    df = pd.concat(frames_out, ignore_index=True, sort=False)
-    if "model" not in df.columns:
-        df.insert(3, "model", model)
-    df["version"] = df["version"].astype("int64")
-    df = _window(df, since, until)
-    df = df.drop_duplicates(KEY, keep="first").sort_values(["received_at", "request_id", "row"])
-    df = df.reset_index(drop=True)
-    if with_labels:
-        fb = read_feedback(settings, model)
-        if fb.empty:
-            df["label"] = None
-        else:
-            fb = latest_labels(fb)
-            df = df.merge(fb[[*KEY, "label"]], on=KEY, how="left")
-            df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
-    return df
+    df = pa.Table.from_batches(batches, stream.schema).to_pandas()
+    df = df.sort_values(["received_at", "request_id", "row"], kind="stable")
+    return df.reset_index(drop=True)
 
 
 def _empty_predictions(with_labels: bool) -> pd.DataFrame:
@@ -142,18 +241,13 @@ def _empty_predictions(with_labels: bool) -> pd.DataFrame:
 
 
 def read_feedback(settings: Settings, model: str) -> pd.DataFrame:
-    """Every label received for the model (its history), in the order received; the one in
-    force per row is ``latest_labels(read_feedback(…))``."""
-    _, _, fb = group_frames(_spool_frames(settings, FEEDBACK))  # spool first, as above
-    tables = [feedback_table(frames) for (m, _d), frames in fb.items() if m == model]
-    if is_postgres(settings):
-        from service.iolog.postgres_store import PostgresStore
-
-        stored = PostgresStore(settings.log_store_url).read_feedback(model)
-        tables.append(pa.Table.from_pandas(stored, schema=FEEDBACK_SCHEMA, preserve_index=False))
-    else:
-        parquet = ParquetStore(Path(settings.log_store_url))
-        tables += [conform_feedback(_read_parquet(f)) for f in parquet.feedback_files(model)]
+    """Every label received for the model (its history) with its time and source, in the order
+    received; the one in force per row is ``schema.latest_labels(read_feedback(…))``."""
+    stored = [
+        conform_feedback(pa.Table.from_batches([b]))
+        for b in open_store(settings).feedback_batches(model)
+    ]
+    tables = [*stored, *_spool_feedback(settings, model)]  # store first, then the (newer) spool
     if not tables:
         return FEEDBACK_SCHEMA.empty_table().to_pandas()
     df = pa.concat_tables(tables).to_pandas()
@@ -169,15 +263,11 @@ def read_rejected(
     since, until = _utc(since), _utc(until)
     _, rej, _ = group_frames(_spool_frames(settings, REJECTED))  # spool first, as above
     tables = [rejected_table(frames) for frames in rej.values()]
-    if is_postgres(settings):
-        from service.iolog.postgres_store import PostgresStore
-
-        stored = PostgresStore(settings.log_store_url).read_rejected(since, until)
-        tables.append(pa.Table.from_pandas(stored, schema=REJECTED_SCHEMA, preserve_index=False))
-    else:
-        store = ParquetStore(Path(settings.log_store_url))
-        first, last = (since.date() if since else None), (until.date() if until else None)
-        tables += [_read_parquet(f) for f in store.rejected_files(first, last)]
+    tables.append(open_store(settings).rejected_rows(since, until))
     df = (pa.concat_tables(tables) if tables else REJECTED_SCHEMA.empty_table()).to_pandas()
     df = df.drop_duplicates(["request_id", "received_at"], keep="first")
-    return _window(df, since, until).sort_values("received_at").reset_index(drop=True)
+    if since is not None:
+        df = df[df["received_at"] >= pd.Timestamp(since)]
+    if until is not None:
+        df = df[df["received_at"] < pd.Timestamp(until)]
+    return df.sort_values("received_at").reset_index(drop=True)

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED
+from service.iolog.store import open_store
 from service.settings import Settings
 
 # Where date=<YYYY-MM-DD> partitions live, relative to the store root.
@@ -32,12 +33,7 @@ def prune_store(settings: Settings, older_than: datetime) -> dict[str, int]:
     """
     if older_than.tzinfo is None:
         older_than = older_than.replace(tzinfo=UTC)
-    url = settings.log_store_url
-    if url.startswith(("postgresql://", "postgres://")):
-        from service.iolog.postgres_store import PostgresStore
-
-        return PostgresStore(url).prune(older_than)
-    return {"partitions": prune_parquet(Path(url), older_than.astimezone(UTC).date())}
+    return open_store(settings).prune(older_than)
 
 
 def prune_parquet(root: Path, older_than: date) -> int:

@@ -12,9 +12,10 @@ feedback (partitioned model=/date=): request_id, row, label, received_at, source
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
@@ -49,6 +50,7 @@ FEEDBACK_SCHEMA = pa.schema(
     ]
 )
 
+_T = TypeVar("_T", pa.Table, pa.RecordBatch)
 PredictionKey = tuple[str, int, str]  # model, version, date (YYYY-MM-DD)
 FeedbackKey = tuple[str, str]  # model, date
 
@@ -187,3 +189,23 @@ def group_frames(
         assert schema is not None
         preds[(schema.model, schema.version, day(days * 86400))].extend(group)
     return preds, rejected, feedback
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSource:
+    """A stored part of a window: its schema, and its record batches as they are read."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+
+def with_model(table: _T, model: str, version: int) -> _T:
+    """Readers' rows carry ``model`` and ``version`` after ``received_at``; Parquet files and
+    spool frames lack them (their directory or schema frame says them)."""
+    n = table.num_rows
+    at = min(3, table.num_columns)
+    if "model" not in table.schema.names:
+        table = table.add_column(at, "model", pa.array([model] * n, pa.string()))
+    if "version" not in table.schema.names:
+        table = table.add_column(at + 1, "version", pa.array([version] * n, pa.int64()))
+    return table

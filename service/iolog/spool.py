@@ -29,7 +29,6 @@ from service.iolog.deliver import (
     LOCK_FILE,
     OPEN_SUFFIX,
     Deliverer,
-    Sink,
     open_sink,
 )
 from service.iolog.frames import (
@@ -45,6 +44,7 @@ from service.iolog.frames import (
 from service.iolog.pii import PiiPolicies
 from service.iolog.quarantine import QUARANTINE_DIR
 from service.iolog.record import IORecord, RejectedRecord
+from service.iolog.store import LogStore
 from service.metrics import Metrics
 from service.settings import FsyncPolicy, OnLogFailure, Settings
 
@@ -153,7 +153,7 @@ class SpoolIOLog:
         self,
         settings: Settings,
         metrics: Metrics,
-        sink_factory: Callable[[Settings], Sink] = open_sink,
+        sink_factory: Callable[[Settings], LogStore] = open_sink,
     ) -> None:
         self.settings = settings
         self.metrics = metrics

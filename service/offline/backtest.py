@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from model_store.errors import StoreError
 from model_store.manifest import PiiPolicy
 from model_store.registration import quality
 from model_store.store import ModelStore
 from service.core.loaded_model import LoadedModel, session_options
 from service.errors import InvalidInput
-from service.iolog.reader import read_predictions
+from service.iolog.reader import open_predictions
 from service.settings import Settings
 
 CHUNK_ROWS = 50_000
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int | None], None]  # rows done, rows in all (None: not known yet)
 
 
 def _refuse_pii(store: ModelStore, model: str, versions: list[int], candidate: LoadedModel) -> None:
@@ -40,74 +42,119 @@ def backtest(
     until: datetime | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
+    """Replay the window batch by batch as it streams from the log; only the labelled rows'
+    labels and probabilities are kept for the quality metrics."""
     store = ModelStore(settings.model_store)
     cand = LoadedModel.load(store, model, candidate, session_options(0, 1))
-    logged = read_predictions(settings, model, since=since, until=until)
-    versions = sorted(int(v) for v in logged["version"].unique()) if len(logged) else []
-    _refuse_pii(store, model, versions, cand)
-    report: dict[str, Any] = {
+    _refuse_pii(store, model, [], cand)
+    stream = open_predictions(
+        settings, model, since=since, until=until, columns=_columns(store, model, cand)
+    )
+    tallies: dict[int, _Tally] = {}
+    done = 0
+    for batch in stream:
+        logged = batch.to_pandas()
+        for v, part in logged.groupby("version", sort=True):
+            version = int(v)
+            if version not in tallies:
+                _refuse_pii(store, model, [version], cand)
+                tallies[version] = _Tally(store.manifest(model, version).outputs.class_names)
+            _replay(tallies[version], version, part, cand)
+        done += len(logged)
+        if progress:
+            progress(done, None)
+    return {
         "model": model,
         "candidate_version": candidate,
         "window": {
             "since": since.isoformat() if since else None,
             "until": until.isoformat() if until else None,
         },
-        "rows": len(logged),
-        "per_version": {},
+        "rows": done,
+        "per_version": {str(v): tallies[v].report(cand) for v in sorted(tallies)},
     }
-    done = 0
-    for v in versions:
-        part = logged[logged["version"] == v]
-        served = store.manifest(model, v)
-        missing = [f for f in cand.feature_names if f not in part.columns]
-        if missing:
-            raise InvalidInput(f"v{v} traffic lacks the candidate's feature(s) {missing[:5]}")
-        x = part[list(cand.feature_names)].to_numpy(dtype=np.float64)
-        labels: list[np.ndarray] = []
-        probas: list[np.ndarray] = []
-        for start in range(0, len(x), CHUNK_ROWS):
-            pred = cand.predict(x[start : start + CHUNK_ROWS])
-            labels.append(pred.labels)
-            probas.append(pred.probabilities)
-            done += min(CHUNK_ROWS, len(x) - start)
-            if progress:
-                progress(done, len(logged))
-        report["per_version"][str(v)] = _compare(
-            part, served.outputs.class_names, cand, labels, probas
+
+
+def _columns(store: ModelStore, model: str, cand: LoadedModel) -> list[str] | None:
+    """What the replay reads: the candidate's inputs, what was served, the label."""
+    columns = {"version", "prediction", "label", *cand.feature_names}
+    columns.update(f"proba_{c}" for c in cand.class_names)
+    for v in store.versions(model):
+        try:
+            columns.update(f"proba_{c}" for c in store.manifest(model, v).outputs.class_names)
+        except StoreError:
+            return None  # cannot tell what a broken version logs: read everything
+    return sorted(columns)
+
+
+def _replay(tally: _Tally, version: int, part: pd.DataFrame, cand: LoadedModel) -> None:
+    missing = [f for f in cand.feature_names if f not in part.columns]
+    if missing:
+        raise InvalidInput(f"v{version} traffic lacks the candidate's feature(s) {missing[:5]}")
+    x = part[list(cand.feature_names)].to_numpy(dtype=np.float64)
+    for start in range(0, len(x), CHUNK_ROWS):
+        chunk = part.iloc[start : start + CHUNK_ROWS]
+        tally.add(chunk, cand, cand.predict(x[start : start + CHUNK_ROWS]))
+
+
+@dataclass
+class _Tally:
+    """One served version's comparison, summed batch by batch."""
+
+    served_classes: list[str]
+    rows: int = 0
+    agreed: int = 0
+    diff_sum: float = 0.0
+    diff_count: int = 0
+    diff_max: float = 0.0
+    truth: list[np.ndarray] = field(default_factory=list)  # labelled rows only, below
+    served: list[np.ndarray] = field(default_factory=list)
+    replayed: list[np.ndarray] = field(default_factory=list)
+    served_p: list[np.ndarray] = field(default_factory=list)
+    replayed_p: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, part: pd.DataFrame, cand: LoadedModel, pred: Any) -> None:
+        cand_labels = cand.class_names_arr[pred.labels]
+        cand_proba = pred.probabilities.astype(np.float64)
+        served_labels = part["prediction"].to_numpy(dtype=object)
+        common = [c for c in cand.class_names if f"proba_{c}" in part.columns]
+        diffs = np.abs(
+            part[[f"proba_{c}" for c in common]].to_numpy(dtype=np.float64)
+            - cand_proba[:, [cand.class_names.index(c) for c in common]]
         )
-    return report
+        self.rows += len(part)
+        self.agreed += int(np.sum(served_labels == cand_labels))
+        self.diff_sum += float(diffs.sum())
+        self.diff_count += diffs.size
+        self.diff_max = max(self.diff_max, float(diffs.max(initial=0.0)))
+        truth = part["label"].to_numpy(dtype=object) if "label" in part else np.array([])
+        has = np.array([t is not None and t == t for t in truth], dtype=bool)
+        if has.any():
+            index = {c: i for i, c in enumerate(cand.class_names)}
+            self.truth.append(np.array([index[t] for t in truth[has]]))
+            self.served.append(np.array([index.get(s, -1) for s in served_labels[has]]))
+            self.replayed.append(np.array([index[c] for c in cand_labels[has]]))
+            probas = [f"proba_{c}" for c in self.served_classes]
+            self.served_p.append(part[probas].to_numpy()[has])
+            self.replayed_p.append(cand_proba[has])
 
-
-def _compare(
-    part: pd.DataFrame,
-    served_classes: list[str],
-    cand: LoadedModel,
-    labels: list[np.ndarray],
-    probas: list[np.ndarray],
-) -> dict[str, Any]:
-    cand_labels = cand.class_names_arr[np.concatenate(labels)]
-    cand_proba = np.concatenate(probas).astype(np.float64)
-    served_labels = part["prediction"].to_numpy(dtype=object)
-    common = [c for c in cand.class_names if f"proba_{c}" in part.columns]
-    diffs = np.abs(
-        part[[f"proba_{c}" for c in common]].to_numpy(dtype=np.float64)
-        - cand_proba[:, [cand.class_names.index(c) for c in common]]
-    )
-    out: dict[str, Any] = {
-        "rows_replayed": len(part),
-        "label_agreement": float(np.mean(served_labels == cand_labels)),
-        "probability_diff": {"mean": float(diffs.mean()), "max": float(diffs.max())},
-        "labelled_rows": 0,
-    }
-    truth = part["label"].to_numpy(dtype=object) if "label" in part else np.array([])
-    has = np.array([t is not None and t == t for t in truth], dtype=bool)
-    if has.any():
-        index = {c: i for i, c in enumerate(cand.class_names)}
-        y = np.array([index[t] for t in truth[has]])
-        served_idx = np.array([index.get(s, -1) for s in served_labels[has]])
-        cand_idx = np.array([index[c] for c in cand_labels[has]])
-        served_p = part[[f"proba_{c}" for c in served_classes]].to_numpy()[has]
-        out["labelled_rows"] = int(has.sum())
-        out["served_quality"] = quality(y, served_idx, served_p)
-        out["candidate_quality"] = quality(y, cand_idx, cand_proba[has])
-    return out
+    def report(self, cand: LoadedModel) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rows_replayed": self.rows,
+            "label_agreement": self.agreed / self.rows if self.rows else float("nan"),
+            "probability_diff": {
+                "mean": self.diff_sum / self.diff_count if self.diff_count else float("nan"),
+                "max": self.diff_max,
+            },
+            "labelled_rows": 0,
+        }
+        if self.truth:
+            y = np.concatenate(self.truth)
+            out["labelled_rows"] = len(y)
+            out["served_quality"] = quality(
+                y, np.concatenate(self.served), np.concatenate(self.served_p)
+            )
+            out["candidate_quality"] = quality(
+                y, np.concatenate(self.replayed), np.concatenate(self.replayed_p)
+            )
+        return out

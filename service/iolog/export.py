@@ -1,0 +1,74 @@
+"""Writing a window of the log to a Parquet or CSV file, one record batch at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from service.iolog.reader import LABEL, PredictionStream
+
+SUFFIXES = (".parquet", ".csv")
+# Arrow prints microsecond timestamps' fraction after %S: 2026-01-31T12:00:00.250000Z.
+_CSV_TIME = "%Y-%m-%dT%H:%M:%SZ"
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    rows: int
+    labelled: int
+
+
+def export(stream: PredictionStream, out: Path, progress: Progress | None = None) -> Exported:
+    """Write ``stream`` to ``out`` (.parquet or .csv) batch by batch; the file appears whole,
+    by rename, only once every batch is written."""
+    if out.suffix not in SUFFIXES:
+        raise ValueError(f"{out}: the output must end in .parquet or .csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    rows = labelled = 0
+    try:
+        with _writer(out.suffix, tmp, stream.schema) as write:
+            for batch in stream:
+                write(batch)
+                rows += batch.num_rows
+                if LABEL in batch.schema.names:
+                    labelled += batch.num_rows - batch.column(LABEL).null_count
+                if progress:
+                    progress(rows)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return Exported(rows, labelled)
+
+
+@contextlib.contextmanager
+def _writer(suffix: str, path: Path, schema: pa.Schema) -> Any:
+    if suffix == ".parquet":
+        with pq.ParquetWriter(path, schema, compression="zstd") as parquet:
+            yield parquet.write_batch
+        return
+    text_schema = pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema]
+    )
+    options = pcsv.WriteOptions(quoting_style="needed")
+    with pcsv.CSVWriter(path, text_schema, write_options=options) as csv:
+        yield lambda batch: csv.write_batch(_csv_times(batch, text_schema))
+
+
+def _csv_times(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    arrays = [
+        pc.strftime(col, format=_CSV_TIME) if pa.types.is_timestamp(col.type) else col
+        for col in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -1,0 +1,51 @@
+"""The label join: the latest label per (request_id, row) wins, whatever the history holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+
+from service.iolog.labels import SeenKeys, key_hashes, latest_labels
+from service.iolog.schema import FEEDBACK_SCHEMA
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _labels(items: list[tuple[str, int, str, int]]) -> pa.Table:
+    return pa.table(
+        {
+            "request_id": [i[0] for i in items],
+            "row": pa.array([i[1] for i in items], pa.int32()),
+            "label": [i[2] for i in items],
+            "received_at": [T0 + timedelta(seconds=i[3]) for i in items],
+            "source": ["token"] * len(items),
+        },
+        schema=FEEDBACK_SCHEMA,
+    )
+
+
+def test_the_latest_label_wins_across_batches_and_ties_go_to_the_later_read() -> None:
+    history = [
+        _labels([("a", 0, "benign", 5), ("b", 0, "benign", 1), ("a", 1, "benign", 1)]),
+        _labels([("a", 0, "malignant", 3)]),  # older than the first: loses
+        _labels([("b", 0, "malignant", 1)]),  # same instant, read later: wins
+    ]
+    index = latest_labels(history)
+    keys = pa.table({"request_id": ["a", "b", "a", "c"], "row": pa.array([0, 0, 1, 0], pa.int32())})
+    got = index.lookup(key_hashes(keys)).to_pylist()
+    assert got == ["benign", "malignant", "benign", None]
+    assert len(index) == 3
+
+
+def test_seen_keys_pass_each_key_once() -> None:
+    seen = SeenKeys()
+    first = pa.table({"request_id": ["x", "y", "x"], "row": pa.array([0, 0, 0], pa.int32())})
+    second = pa.table({"request_id": ["y", "z"], "row": pa.array([0, 0], pa.int32())})
+    assert seen.fresh(key_hashes(first)).tolist() == [True, True, False]
+    assert seen.fresh(key_hashes(second)).tolist() == [False, True]
+    # (request_id, row) is the key: the same id on another row is another record
+    other_row = pa.table({"request_id": ["x"], "row": pa.array([1], pa.int32())})
+    assert seen.fresh(key_hashes(other_row)).tolist() == [True]
+    assert np.unique(key_hashes(first)).size == 2
