@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from model_store.demo import DEMO_MODEL, demo_data, train_demo
+from model_store.manifest import Manifest
 from model_store.store import ModelStore
 from service.app import create_app
 from service.settings import Settings
@@ -38,6 +39,17 @@ def home(tmp_path: Path, _demo_store_template: Path) -> Path:
 @pytest.fixture
 def store(home: Path) -> ModelStore:
     return ModelStore(home / "models")
+
+
+@pytest.fixture
+def reference(store: ModelStore) -> pd.DataFrame:
+    """The demo model v1's reference sample (training and validation rows with predictions)."""
+    return pd.read_parquet(store.reference_path(MODEL, 1))
+
+
+@pytest.fixture
+def manifest(store: ModelStore) -> Manifest:
+    return store.manifest(MODEL, 1)
 
 
 @pytest.fixture

@@ -9,26 +9,14 @@ import pandas as pd
 import pytest
 
 from model_store.manifest import Manifest
-from model_store.store import ModelStore
 from monitoring.drift.cbpe import band, calibration_error, expected_metrics, fit_calibrator
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import analyse
-from tests.conftest import MODEL
 from tests.test_drift_core import flip, window
 
 CFG = DriftConfig()
 TRACKING = 0.05  # the estimate lands within this of the accuracy the withheld labels give
 UNSURE = (0.1, 0.9)  # positive-class probabilities where the demo model is unsure
-
-
-@pytest.fixture
-def reference(store: ModelStore) -> pd.DataFrame:
-    return pd.read_parquet(store.reference_path(MODEL, 1))
-
-
-@pytest.fixture
-def manifest(store: ModelStore) -> Manifest:
-    return store.manifest(MODEL, 1)
 
 
 def test_expected_confusion_matrix_known_answer() -> None:

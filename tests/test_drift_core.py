@@ -8,24 +8,12 @@ import pandas as pd
 import pytest
 
 from model_store.manifest import Manifest, PiiPolicy
-from model_store.store import ModelStore
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import DriftInputError, analyse
 from monitoring.drift.html import drift_snapshot
 from monitoring.drift.result import Status
-from tests.conftest import MODEL
 
 CFG = DriftConfig()  # the defaults the job uses with default settings
-
-
-@pytest.fixture
-def reference(store: ModelStore) -> pd.DataFrame:
-    return pd.read_parquet(store.reference_path(MODEL, 1))
-
-
-@pytest.fixture
-def manifest(store: ModelStore) -> Manifest:
-    return store.manifest(MODEL, 1)
 
 
 def window(reference: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:

@@ -26,16 +26,6 @@ from tests.test_drift_core import window
 CFG = DriftConfig(segment_by="region")
 
 
-@pytest.fixture
-def reference(store: ModelStore) -> pd.DataFrame:
-    return pd.read_parquet(store.reference_path(MODEL, 1))
-
-
-@pytest.fixture
-def manifest(store: ModelStore) -> Manifest:
-    return store.manifest(MODEL, 1)
-
-
 def _tagged(frame: pd.DataFrame, **metadata: str) -> pd.DataFrame:
     return frame.assign(metadata=json.dumps(metadata, separators=(",", ":")))
 

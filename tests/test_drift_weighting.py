@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from model_store.manifest import Manifest
-from model_store.store import ModelStore
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import analyse
 from monitoring.drift.job import run_drift
@@ -24,16 +23,6 @@ from tests.servers import VigilServer
 from tests.test_drift_core import window
 
 CFG = DriftConfig()  # the defaults: rule importance, threshold 0.1
-
-
-@pytest.fixture
-def reference(store: ModelStore) -> pd.DataFrame:
-    return pd.read_parquet(store.reference_path(MODEL, 1))
-
-
-@pytest.fixture
-def manifest(store: ModelStore) -> Manifest:
-    return store.manifest(MODEL, 1)
 
 
 def _ends(manifest: Manifest) -> tuple[str, str]:
