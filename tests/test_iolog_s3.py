@@ -1,0 +1,303 @@
+"""The object-store log store against a real S3-compatible server (moto's) on loopback.
+
+The service talks S3 over HTTP with pyarrow's client; nothing is patched in process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+from service.errors import LogStoreError
+from service.iolog.compaction import CompactionBusy, Lease, compact
+from service.iolog.frames import encode_feedback, encode_rejected
+from service.iolog.manifests import MANIFEST_PREFIX, resolve
+from service.iolog.parquet_store import ParquetStore
+from service.iolog.reader import read_feedback, read_predictions, read_rejected
+from service.iolog.record import RejectedRecord
+from service.iolog.s3_store import S3Store, open_s3_store
+from service.iolog.store import open_store
+from service.settings import Settings
+from tests import s3server
+from tests.conftest import MODEL
+from tests.s3server import SECRET_KEY, MotoServer
+from tests.test_iolog_postgres import _frames, _record
+
+moto_server = s3server.moto_server
+s3_env = s3server.s3_env
+KEY = ["request_id", "row"]
+
+
+def _settings(home: Path, env: dict[str, str]) -> Settings:
+    return Settings(
+        model_store=home / "models",
+        data_dir=home / "data",
+        log_store=env["VIGIL_LOG_STORE"],
+        s3_endpoint_url=env["VIGIL_S3_ENDPOINT_URL"],
+        s3_region="us-east-1",
+        s3_timeout_s=2,
+    )
+
+
+def _keys(store: S3Store) -> list[str]:
+    infos = store.fs.get_file_info(pafs.FileSelector(store.base, recursive=True))
+    return sorted(i.path[len(store.base) + 1 :] for i in infos if i.type == pafs.FileType.File)
+
+
+def _segments(
+    tmp_path: Path, n: int, per: int = 3, at: float | None = None, tag: str = "s"
+) -> list[list]:  # type: ignore[type-arg]
+    rng = np.random.default_rng(n)
+    at = time.time() if at is None else at
+    return [
+        _frames(
+            tmp_path,
+            [_record(f"{tag}{s}-r{i}", 1, rng.normal(size=(2, 3)), at + i, {}) for i in range(per)],
+        )
+        for s in range(n)
+    ]
+
+
+def _stored_rows(store: ParquetStore, version: int | None = None) -> pa.Table:
+    """What the store itself serves (without the reader's de-duplication by key)."""
+    sources = store.prediction_batches(MODEL, version, None, None, ["request_id", "row"])
+    batches = [b.select(["request_id", "row"]) for s in sources for b in s.batches]
+    return pa.Table.from_batches(batches) if batches else pa.table({"request_id": [], "row": []})
+
+
+def _assert_unique(table: pa.Table) -> None:
+    df = table.to_pandas()
+    assert not df.duplicated(KEY).any()
+
+
+# -- the store ---------------------------------------------------------------------------------
+def test_the_s3_store_has_the_parquet_layout_and_a_redelivery_overwrites_itself(
+    s3_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    settings = _settings(home, s3_env)
+    store = open_store(settings)
+    assert isinstance(store, S3Store)
+    now = time.time()
+    day = datetime.fromtimestamp(now, UTC).date().isoformat()
+    frames = _frames(
+        tmp_path,
+        [
+            _record("a", 1, np.ones((2, 3)), now, {"k": "v"}),
+            _record("b", 2, np.ones((1, 3)), now, {}),
+            encode_rejected(RejectedRecord("bad", now, MODEL, "1", "v1", 422, "e", b"x"), "e", "x"),
+            encode_feedback(MODEL, now, [("a", 1, "benign")]),
+        ],
+    )
+    for _ in range(2):  # a crash between the PUT and the spool cleanup delivers it again
+        assert store.deliver(frames, "host-1-abc-seg-0001") == {
+            "predictions": 3, "rejected": 1, "feedback": 1,
+        }  # fmt: skip
+    assert _keys(store) == [
+        f"feedback/model={MODEL}/date={day}/part-host-1-abc-seg-0001.parquet",
+        f"predictions/model={MODEL}/version=1/date={day}/part-host-1-abc-seg-0001.parquet",
+        f"predictions/model={MODEL}/version=2/date={day}/part-host-1-abc-seg-0001.parquet",
+        f"rejected/date={day}/part-host-1-abc-seg-0001.parquet",
+    ]
+    df = read_predictions(settings, MODEL)
+    assert sorted(df["request_id"]) == ["a", "a", "b"] and not df.duplicated(KEY).any()
+    assert df.loc[(df["request_id"] == "a") & (df["row"] == 1), "label"].tolist() == ["benign"]
+    assert read_feedback(settings, MODEL)["label"].tolist() == ["benign"]
+    assert read_rejected(settings)["request_id"].tolist() == ["bad"]
+    # The same frames in a local Parquet store read back identically: one layout, one encoding.
+    local = home / "local"
+    ParquetStore(local).deliver(frames, "host-1-abc-seg-0001")
+    same = read_predictions(settings.model_copy(update={"log_store": str(local)}), MODEL)
+    cols = list(df.columns)
+    assert (
+        df[cols]
+        .sort_values(KEY)
+        .reset_index(drop=True)
+        .equals(same[cols].sort_values(KEY).reset_index(drop=True))
+    )
+    # Retention removes whole days, as on disk.
+    assert store.prune(datetime.now(UTC) + timedelta(days=2)) == {"partitions": 4}
+    assert _keys(store) == []
+
+
+def test_a_one_day_read_lists_only_that_model_version_and_day(
+    s3_env: dict[str, str], home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.iolog import manifests, parquet_store
+
+    store = open_s3_store(_settings(home, s3_env))
+    base = datetime(2026, 1, 10, tzinfo=UTC).timestamp()
+    for d in range(3):
+        store.deliver(_segments(tmp_path, 1, at=base + d * 86400)[0], f"seg-{d}")
+    listed: list[str] = []
+    subdirs, resolve_ = parquet_store._subdirs, manifests.resolve
+
+    def spy_subdirs(fs: pafs.FileSystem, parent: str, prefix: str) -> list[str]:
+        listed.append(parent[len(store.base) + 1 :])
+        return subdirs(fs, parent, prefix)
+
+    def spy_resolve(fs: pafs.FileSystem, partition: str) -> manifests.Resolution:
+        listed.append(partition[len(store.base) + 1 :])
+        return resolve_(fs, partition)
+
+    monkeypatch.setattr(parquet_store, "_subdirs", spy_subdirs)
+    monkeypatch.setattr(manifests, "resolve", spy_resolve)
+    day = datetime(2026, 1, 11, tzinfo=UTC)
+    (source,) = store.prediction_batches(MODEL, 1, day, day + timedelta(hours=1))
+    assert sum(b.num_rows for b in source.batches) == 6  # that day's segment only
+    assert listed == [
+        f"predictions/model={MODEL}",
+        f"predictions/model={MODEL}/version=1",
+        f"predictions/model={MODEL}/version=1/date=2026-01-11",
+    ]
+
+
+def test_unknown_bucket_or_unreachable_endpoint_is_a_clear_error_without_credentials(
+    s3_env: dict[str, str], home: Path, moto_server: MotoServer
+) -> None:
+    settings = _settings(home, s3_env)
+    wrong = [
+        (settings.model_copy(update={"log_store": "s3://no-such-bucket-x/p"}), "no-such-bucket-x"),
+        (settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"}), "not writable"),
+    ]
+    for bad, reason in wrong:
+        with pytest.raises(LogStoreError, match=reason) as info:
+            open_s3_store(bad).check()
+        assert SECRET_KEY not in str(info.value) and s3server.ACCESS_KEY not in str(info.value)
+        assert not open_s3_store(bad).ping()
+    open_s3_store(settings).check()  # the right one passes
+
+    # `vigil serve` refuses to start on it, saying why, instead of dropping records later.
+    env = {**s3_env, "VIGIL_MODEL_STORE": str(home / "models"), "VIGIL_DATA_DIR": str(home / "d"),
+           "VIGIL_LOG_STORE": "s3://no-such-bucket-x/p", "VIGIL_PORT": "1"}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"], env={**_base_env(), **env},
+        capture_output=True, timeout=60, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    output = (proc.stdout + proc.stderr).decode()
+    assert proc.returncode == 1, output
+    assert "bucket 'no-such-bucket-x' not found" in output
+    assert SECRET_KEY not in output
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VIGIL_", "AWS_"))}
+
+
+# -- compaction --------------------------------------------------------------------------------
+@pytest.fixture(params=["local", "s3"])
+def any_store(request: pytest.FixtureRequest, home: Path) -> ParquetStore:
+    if request.param == "local":
+        return ParquetStore(home / "iolog")
+    env = request.getfixturevalue("s3_env")
+    return open_s3_store(_settings(home, env))
+
+
+def test_compaction_merges_a_partition_into_files_of_the_target_size(
+    any_store: ParquetStore, tmp_path: Path
+) -> None:
+    store = any_store
+    for i, frames in enumerate(_segments(tmp_path, 12)):
+        store.deliver(frames, f"h-{i:03d}")
+    before = _stored_rows(store)
+    assert before.num_rows == 72
+    done = compact(store, timedelta(0), target_bytes=10**9, grace=timedelta(0))
+    assert (done.files_in, done.files_out, done.rows) == (12, 1, 72)
+    after = _stored_rows(store)
+    assert sorted(after.to_pylist(), key=str) == sorted(before.to_pylist(), key=str)
+    (partition,) = [p for p in done.per_partition if p.startswith("predictions/")]
+    assert done.per_partition[partition] == 1
+    names = sorted(resolve(store.fs, f"{store.base}/{partition}").files)
+    assert len(names) == 2 and names[0].startswith(MANIFEST_PREFIX)  # the output and its manifest
+    # Later deliveries add files that the next run merges with the compacted one's neighbours;
+    # a file already of the target size is left alone.
+    for i, frames in enumerate(_segments(tmp_path, 3, tag="late")):
+        store.deliver(frames, f"late-{i}")
+    again = compact(store, timedelta(0), target_bytes=10**9, grace=timedelta(0))
+    assert again.files_out == 1 and _stored_rows(store).num_rows == 90
+    assert again.per_partition[partition] == 1
+    _assert_unique(_stored_rows(store))
+    # --older-than: files younger than it stay as delivered.
+    store.deliver(_segments(tmp_path, 1, tag="fresh")[0], "fresh")
+    assert compact(store, timedelta(hours=1), grace=timedelta(0)).files_in == 0
+
+
+def test_a_held_lease_stops_a_second_compactor(any_store: ParquetStore) -> None:
+    holder = Lease(any_store)
+    holder.acquire()
+    with pytest.raises(CompactionBusy, match="holds the lease"):
+        compact(any_store, timedelta(0))
+    holder.release()
+    compact(any_store, timedelta(0))  # free again
+
+
+def test_compaction_under_delivery_and_reading_never_loses_or_doubles_a_row(
+    any_store: ParquetStore, tmp_path: Path
+) -> None:
+    store = any_store
+    segments = _segments(tmp_path, 60, per=2)
+    delivered = [0]  # rows whose deliver() returned
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[tuple[int, int, int]] = []  # (delivered before, read, delivered after)
+
+    def deliver() -> None:
+        for i, frames in enumerate(segments):
+            store.deliver(frames, f"w-{i:03d}")
+            delivered[0] += 4
+            time.sleep(0.02)
+
+    def read() -> None:
+        while not stop.is_set():
+            low = delivered[0]
+            table = _stored_rows(store)
+            seen.append((low, table.num_rows, delivered[0]))
+            _assert_unique(table)
+
+    def compactor() -> None:
+        while not stop.is_set():
+            compact(store, timedelta(0), target_bytes=1_000_000, grace=timedelta(seconds=2))
+
+    def guarded(fn):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+
+        return run
+
+    threads = [threading.Thread(target=guarded(f)) for f in (read, compactor)]
+    for t in threads:
+        t.start()
+    guarded(deliver)()
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(seen) > 5
+    for low, rows, high in seen:  # every delivered row once: never fewer, never more
+        assert low <= rows <= high + 4, (low, rows, high)
+    counts = [rows for _, rows, _ in seen]
+    assert all(b >= a for a, b in itertools.pairwise(counts)), counts
+    time.sleep(2.1)
+    final = compact(store, timedelta(0), target_bytes=1_000_000, grace=timedelta(0))
+    assert _stored_rows(store).num_rows == 240
+    assert all(n == 1 for p, n in final.per_partition.items() if p.startswith("predictions/"))
+    for p in final.per_partition:
+        if p.startswith("predictions/"):
+            left = resolve(store.fs, f"{store.base}/{p}").files
+            assert len(left) == 2, sorted(left)  # the merged file and its manifest
