@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     s3_timeout_s: float = Field(
         10.0, gt=0, description="Connect and request timeout for the s3:// log store."
     )
+    s3_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Tries of one S3 request before it fails (the deliverer retries failed "
+        "segments every round anyway; fewer tries report an outage sooner).",
+    )
     iolog_enabled: bool = Field(True, description="Log every request's inputs and outputs.")
     fsync: FsyncPolicy = Field(
         FsyncPolicy.INTERVAL,

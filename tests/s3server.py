@@ -129,7 +129,8 @@ def s3_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str
         "VIGIL_LOG_STORE": f"s3://{bucket}/iolog",
         "VIGIL_S3_ENDPOINT_URL": moto_server.endpoint,
         "VIGIL_S3_REGION": "us-east-1",
-        "VIGIL_S3_TIMEOUT_S": "2",
+        "VIGIL_S3_TIMEOUT_S": "1",
+        "VIGIL_S3_MAX_ATTEMPTS": "1",  # an outage is then reported within seconds
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

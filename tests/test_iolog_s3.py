@@ -6,6 +6,8 @@ The service talks S3 over HTTP with pyarrow's client; nothing is patched in proc
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -13,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -30,8 +33,10 @@ from service.iolog.store import open_store
 from service.settings import Settings
 from tests import s3server
 from tests.conftest import MODEL
+from tests.load import LoadResult, run_load
 from tests.s3server import SECRET_KEY, MotoServer
-from tests.test_iolog_postgres import _frames, _record
+from tests.servers import start_vigil
+from tests.test_iolog_postgres import _frames, _metric, _record, _wait
 
 moto_server = s3server.moto_server
 s3_env = s3server.s3_env
@@ -301,3 +306,114 @@ def test_compaction_under_delivery_and_reading_never_loses_or_doubles_a_row(
         if p.startswith("predictions/"):
             left = resolve(store.fs, f"{store.base}/{p}").files
             assert len(left) == 2, sorted(left)  # the merged file and its manifest
+
+
+# -- live services -----------------------------------------------------------------------------
+OUTAGE_S = float(os.environ.get("VIGIL_TEST_S3_OUTAGE_S", "30"))
+
+
+def _serve_env(s3_env: dict[str, str]) -> dict[str, str]:
+    # Short intervals so that delivery (and retry while the store is away) happens within tests.
+    return {**s3_env, "VIGIL_COMPACT_INTERVAL_S": "0.2", "VIGIL_SPOOL_SEGMENT_SECONDS": "0.3"}
+
+
+def _replica_home(home: Path, name: str) -> Path:
+    other = home / name
+    other.mkdir()
+    shutil.copytree(home / "models", other / "models")
+    return other
+
+
+def _wait_until_stored(store: ParquetStore, acked: dict[str, int], timeout: float = 60) -> pa.Table:
+    """Poll the bucket itself (not a spool) until every acknowledged request is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = _stored_rows(store)
+        missing = acked.keys() - set(table.column("request_id").to_pylist())
+        if not missing:
+            return table
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(missing)} acknowledged requests never reached the bucket")
+        time.sleep(0.5)
+
+
+def _assert_exactly_once(table: pa.Table, acked: dict[str, int]) -> None:
+    df = table.to_pandas()
+    assert not df.duplicated(KEY).any()
+    rows = df.groupby("request_id")["row"].agg(["count", "max"])
+    for rid, size in acked.items():
+        assert (rows.loc[rid, "count"], rows.loc[rid, "max"]) == (size, size - 1), rid
+
+
+@pytest.mark.slow
+def test_two_replicas_on_one_bucket_and_a_sigkill_lose_nothing(
+    s3_env: dict[str, str], home: Path, rows: list[dict[str, float]]
+) -> None:
+    homes = [_replica_home(home, "a"), _replica_home(home, "b")]
+    servers = [start_vigil(h, _serve_env(s3_env)) for h in homes]
+    try:
+        stop = threading.Event()
+        results: list[LoadResult] = []
+
+        def load(url: str) -> None:
+            results.append(run_load(url, rows, threads=3, seconds=60, stop=stop))
+
+        pool = [threading.Thread(target=load, args=(s.url,)) for s in servers]
+        for t in pool:
+            t.start()
+        time.sleep(4)
+        servers[0].kill()  # SIGKILL mid-load: its spool holds acknowledged, undelivered records
+        time.sleep(2)
+        stop.set()
+        for t in pool:
+            t.join(60)
+        servers[0] = start_vigil(homes[0], _serve_env(s3_env))  # takes over the dead one's spool
+        acked = {rid: n for r in results for rid, n in r.ok.items()}
+        assert len(acked) > 50
+        store = open_s3_store(_settings(home, s3_env))
+        _assert_exactly_once(_wait_until_stored(store, acked), acked)
+    finally:
+        for s in servers:
+            s.stop()
+    for s in servers:
+        assert SECRET_KEY not in s.log()
+
+
+@pytest.mark.slow
+def test_an_object_store_outage_under_load_loses_nothing(
+    s3_env: dict[str, str], home: Path, moto_server: MotoServer, rows: list[dict[str, float]]
+) -> None:
+    server = start_vigil(home, _serve_env(s3_env))
+    store = open_s3_store(_settings(home, s3_env))
+    try:
+        stop = threading.Event()
+        results: list[LoadResult] = []
+        loader = threading.Thread(
+            target=lambda: results.append(
+                run_load(server.url, rows, threads=3, seconds=OUTAGE_S + 60, stop=stop)
+            )
+        )
+        loader.start()
+        time.sleep(2)
+        moto_server.freeze()
+        try:
+            _wait(lambda: _metric(server.url, "vigil_iolog_failures_total", '{stage="deliver"}') > 0,
+                  OUTAGE_S + 15, "a failed delivery")  # fmt: skip
+            _wait(lambda: _metric(server.url, "vigil_iolog_backlog_bytes") > 0, 15, "a backlog")
+            ready = httpx.get(server.url + "/v2/health/ready", timeout=5)
+            assert ready.status_code == 200  # the spool takes the records: keep serving
+            assert _metric(server.url, "vigil_iolog_healthy") == 1
+            time.sleep(max(0.0, OUTAGE_S - 5))
+        finally:
+            moto_server.thaw()
+        time.sleep(3)
+        stop.set()
+        loader.join(60)
+        (result,) = results
+        assert set(result.statuses) == {200} and result.connection_errors == 0
+        _assert_exactly_once(_wait_until_stored(store, result.ok), result.ok)
+        _wait(lambda: _metric(server.url, "vigil_iolog_backlog_bytes") == 0, 30, "empty backlog")
+    finally:
+        moto_server.thaw()
+        server.stop()
+    assert SECRET_KEY not in server.log()

@@ -45,7 +45,7 @@ def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
         "allow_delayed_open": True,  # one PUT per file instead of a multipart upload
         "connect_timeout": settings.s3_timeout_s,
         "request_timeout": settings.s3_timeout_s,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=settings.s3_max_attempts),
     }
     if settings.s3_region:
         options["region"] = settings.s3_region
