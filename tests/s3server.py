@@ -16,9 +16,10 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pyarrow.fs as pafs
 import pytest
 
@@ -56,6 +57,7 @@ class MotoServer:
     python: str
     port: int
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # e.g. INITIAL_NO_AUTH_ACTION_COUNT=0
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,14 +67,18 @@ class MotoServer:
     def start(self) -> None:
         cmd = [self.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self.proc = subprocess.Popen(
-            cmd, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, cwd=self.log_path.parent
+            cmd,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=self.log_path.parent,
+            env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + 30
         while True:
             try:
-                self.filesystem().get_file_info(pafs.FileSelector("", allow_not_found=True))
+                httpx.get(self.endpoint, timeout=1)  # any answer: it is up
                 return
-            except OSError:
+            except httpx.HTTPError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError(f"moto server did not start: {self.log_path}") from None
                 time.sleep(0.2)

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
+from typer.testing import CliRunner
 
+from service.cli.main import app as cli
 from service.errors import LogStoreError
 from service.iolog.compaction import CompactionBusy, Lease, compact
 from service.iolog.frames import encode_feedback, encode_rejected
@@ -35,7 +37,7 @@ from tests import s3server
 from tests.conftest import MODEL
 from tests.load import LoadResult, run_load
 from tests.s3server import SECRET_KEY, MotoServer
-from tests.servers import start_vigil
+from tests.servers import free_port, start_vigil
 from tests.test_iolog_postgres import _frames, _metric, _record, _wait
 
 moto_server = s3server.moto_server
@@ -194,6 +196,23 @@ def test_unknown_bucket_or_unreachable_endpoint_is_a_clear_error_without_credent
     assert SECRET_KEY not in output
 
 
+def test_refused_credentials_are_a_clear_error_without_them(
+    moto_server: MotoServer, home: Path, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    # A second server that checks credentials (moto's IAM emulation, no user known): every key
+    # is refused, as a real store refuses a wrong one.
+    strict = MotoServer(moto_server.python, free_port(), tmp_path / "moto-auth.log",
+                        env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # fmt: skip
+    strict.start()
+    try:
+        settings = _settings(home, {**s3_env, "VIGIL_S3_ENDPOINT_URL": strict.endpoint})
+        with pytest.raises(LogStoreError, match="ACCESS_DENIED") as info:
+            open_s3_store(settings).check()
+        assert SECRET_KEY not in str(info.value) and s3server.ACCESS_KEY not in str(info.value)
+    finally:
+        strict.stop()
+
+
 def _base_env() -> dict[str, str]:
     import os
 
@@ -245,6 +264,26 @@ def test_a_held_lease_stops_a_second_compactor(any_store: ParquetStore) -> None:
         compact(any_store, timedelta(0))
     holder.release()
     compact(any_store, timedelta(0))  # free again
+
+
+def test_vigil_logs_compact_on_s3(s3_env: dict[str, str], home: Path, tmp_path: Path) -> None:
+    store = open_s3_store(_settings(home, s3_env))
+    for i, frames in enumerate(_segments(tmp_path, 4)):
+        store.deliver(frames, f"h-{i}")
+    runner = CliRunner()
+    env = {"VIGIL_DATA_DIR": str(home / "data"), "COLUMNS": "200"}
+    bad = runner.invoke(cli, ["logs", "compact", "--older-than", "soon"], env=env)
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+    holder = Lease(store)
+    holder.acquire()
+    busy = runner.invoke(cli, ["logs", "compact", "--older-than", "0s"], env=env)
+    assert busy.exit_code == 1 and "holds the lease" in busy.output
+    holder.release()
+    done = runner.invoke(cli, ["logs", "compact", "--older-than", "0s", "--grace", "0s"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "compacted 4 files into 1 in 1 partitions (24 rows" in done.output
+    assert "s3://" in done.output and SECRET_KEY not in done.output
+    assert _stored_rows(store).num_rows == 24
 
 
 def test_compaction_under_delivery_and_reading_never_loses_or_doubles_a_row(

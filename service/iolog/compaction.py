@@ -18,7 +18,7 @@ one taken after sees the output and ignores the inputs. Inputs outlive their man
 ``grace`` so that a reader that listed before the commit can still open them.
 
 One compactor at a time holds ``<root>/_compaction.lease`` (an object rewritten with an expiry,
-renewed per partition); a second one finds it held and stops. The lease saves work, correctness
+renewed before each merge); a second one finds it held and stops. The lease saves work, correctness
 does not depend on it: two manifests claiming one input resolve to the older one.
 """
 
@@ -122,8 +122,7 @@ def compact(
     result = CompactionResult()
     try:
         for partition in partitions(store):
-            lease.renew()
-            _compact_partition(store, partition, older_than, target_bytes, grace, result)
+            _compact_partition(store, lease, partition, older_than, target_bytes, grace, result)
             if progress is not None:
                 progress(partition)
     finally:
@@ -196,6 +195,7 @@ def _bins(res: Resolution, older_than: timedelta, target_bytes: int) -> list[lis
 
 def _compact_partition(
     store: ParquetStore,
+    lease: Lease,
     partition: str,
     older_than: timedelta,
     target_bytes: int,
@@ -207,6 +207,7 @@ def _compact_partition(
     merged = False
     for names in _bins(res, older_than, target_bytes):
         merged = True
+        lease.renew()  # per merged file: one takes seconds, the lease lasts minutes
         m = _merge(store, partition, names)
         result.files_in += len(names)
         result.files_out += 1
