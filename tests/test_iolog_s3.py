@@ -183,6 +183,16 @@ def test_unknown_bucket_or_unreachable_endpoint_is_a_clear_error_without_credent
         assert not open_s3_store(bad).ping()
     open_s3_store(settings).check()  # the right one passes
 
+    # Readers say so too: `vigil logs export` on an unreachable store fails in one line.
+    unreachable = {"VIGIL_S3_ENDPOINT_URL": "http://127.0.0.1:9", "VIGIL_S3_MAX_ATTEMPTS": "1",
+                   "VIGIL_DATA_DIR": str(home / "data"), "COLUMNS": "300"}  # fmt: skip
+    out = home / "x.parquet"
+    result = CliRunner().invoke(
+        cli, ["logs", "export", "--model", MODEL, "--out", str(out)], env=unreachable
+    )
+    assert result.exit_code == 1 and "cannot be read" in result.output, result.output
+    assert SECRET_KEY not in result.output and not out.exists()
+
     # `vigil serve` refuses to start on it, saying why, instead of dropping records later.
     env = {**s3_env, "VIGIL_MODEL_STORE": str(home / "models"), "VIGIL_DATA_DIR": str(home / "d"),
            "VIGIL_LOG_STORE": "s3://no-such-bucket-x/p", "VIGIL_PORT": "1"}  # fmt: skip

@@ -11,15 +11,20 @@ store (MinIO, Ceph, moto).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from service.errors import LogStoreError
 from service.iolog.parquet_store import ParquetStore, put_object
+from service.iolog.schema import BatchSource
 from service.settings import Settings
 
 SCHEME = "s3://"
@@ -87,6 +92,42 @@ class S3Store(ParquetStore):
         except LogStoreError:
             return False
         return True
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """A listing that fails says which store and why, as ``LogStoreError`` (readers catch
+        ``VigilError``), without a credential in it."""
+        try:
+            yield
+        except OSError as exc:
+            reason = scrub_credentials(str(exc))
+            raise LogStoreError(f"log store {self.url} cannot be read: {reason}") from None
+
+    def prediction_batches(
+        self,
+        model: str,
+        version: int | None,
+        since: datetime | None,
+        until: datetime | None,
+        columns: list[str] | None = None,
+        batch_rows: int = 65_536,
+    ) -> list[BatchSource]:
+        with self._reaching():
+            return super().prediction_batches(model, version, since, until, columns, batch_rows)
+
+    def feedback_batches(
+        self, model: str, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        with self._reaching():
+            yield from super().feedback_batches(model, since, until)
+
+    def rejected_rows(self, since: datetime | None, until: datetime | None) -> pa.Table:
+        with self._reaching():
+            return super().rejected_rows(since, until)
+
+    def prune(self, older_than: datetime) -> dict[str, int]:
+        with self._reaching():
+            return super().prune(older_than)
 
 
 def open_s3_store(settings: Settings) -> S3Store:
