@@ -242,7 +242,7 @@ class ParquetStore:
                     if batch.num_rows:
                         yield batch
             except (OSError, pa.ArrowException) as exc:
-                raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
+                raise CorruptLogFile(f"cannot read log file {path}: {exc}{_hint(exc)}") from exc
 
     def _file_schema(self, path: str) -> pa.Schema:
         try:
@@ -255,6 +255,12 @@ class ParquetStore:
             return pq.read_table(path, filesystem=self.fs)
         except (OSError, pa.ArrowException) as exc:
             raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
+
+
+def _hint(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):  # listed, then deleted by a compaction's cleanup
+        return " (merged and deleted by `vigil logs compact` after this read listed it: read again)"
+    return ""
 
 
 def _subdirs(fs: pafs.FileSystem, parent: str, prefix: str) -> list[str]:
