@@ -93,9 +93,27 @@ class Settings(BaseSettings):
     )
     log_store: str = Field(
         "",
-        description="Where I/O records land: a directory path (Parquet) or a postgresql:// URL. "
+        description="Where I/O records land: a directory path (Parquet), a postgresql:// URL or "
+        "s3://bucket/prefix (an object store; credentials from the standard AWS chain). "
         "Empty means <data_dir>/iolog. Shown only through ``log_store_display``.",
         repr=False,  # a URL can carry a password: keep it out of reprs and tracebacks
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="Endpoint of an S3-compatible store (MinIO, Ceph, moto) for an s3:// log "
+        "store, e.g. http://minio:9000; empty: AWS S3 itself.",
+    )
+    s3_region: str = Field(
+        "", description="Region of the s3:// log store's bucket; empty: the AWS SDK's default."
+    )
+    s3_timeout_s: float = Field(
+        10.0, gt=0, description="Connect and request timeout for the s3:// log store."
+    )
+    s3_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Tries of one S3 request before it fails (the deliverer retries failed "
+        "segments every round anyway; fewer tries report an outage sooner).",
     )
     iolog_enabled: bool = Field(True, description="Log every request's inputs and outputs.")
     fsync: FsyncPolicy = Field(

@@ -16,7 +16,7 @@ from service.durations import parse_duration
 from service.errors import VigilError
 from service.settings import Settings
 
-logs_app = typer.Typer(no_args_is_help=True, help="The I/O log: export and retention.")
+logs_app = typer.Typer(no_args_is_help=True, help="The I/O log: export, retention and compaction.")
 console = Console(stderr=True)
 
 SinceOpt = Annotated[datetime | None, typer.Option(help="Window start (ISO 8601, UTC if no zone).")]
@@ -116,6 +116,50 @@ def prune(
     console.print(
         f"pruned {reports.runs} drift report folders ({reports.bytes / 1e6:.1f} MB) beyond "
         f"{settings.drift_reports_max_age} or {settings.drift_reports_max_runs} runs per model"
+    )
+
+
+@logs_app.command("compact")
+def compact_cmd(
+    older_than: Annotated[
+        str, typer.Option(help="Merge files delivered longer ago than this (0s: everything).")
+    ] = "1h",
+    target_mb: Annotated[int, typer.Option(min=1, help="Size of the merged files, in MB.")] = 128,
+    grace: Annotated[
+        str, typer.Option(help="Merged inputs are deleted by the first run this long after.")
+    ] = "10m",
+) -> None:
+    """Merge each partition's small delivered files into files of the target size (Parquet
+    directory or s3:// store; readers never see a row missing or twice)."""
+    from service.iolog.compaction import compact
+    from service.iolog.parquet_store import ParquetStore
+    from service.iolog.store import open_store
+
+    try:
+        age = parse_duration(older_than, allow_zero=True)
+        keep = parse_duration(grace, allow_zero=True)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = Settings()
+    try:
+        store = open_store(settings)
+        if not isinstance(store, ParquetStore):
+            console.print("PostgreSQL keeps rows in tables: nothing to compact")
+            return
+        columns = (TextColumn("compacting"), TextColumn("{task.fields[partition]}"))
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("compact", total=None, partition="")
+            done = compact(
+                store, age, target_bytes=target_mb * 1024 * 1024, grace=keep,
+                progress=lambda p: bar.update(task, partition=p),
+            )  # fmt: skip
+    except VigilError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"compacted {done.files_in} files into {done.files_out} in {done.partitions} partitions "
+        f"({done.rows:,} rows, {done.bytes_in / 1e6:.1f} MB), deleted {done.deleted} superseded "
+        f"files, in {done.seconds:.1f} s ({settings.log_store_display})"
     )
 
 

@@ -267,6 +267,7 @@ def serve(
     # end the process as killed (status 143). By then every accepted request is answered and
     # the spool is flushed: exit 0, the clean stop Docker and Kubernetes expect.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _check_log_store(settings)
     if settings.train_demo_if_empty and not ModelStore(settings.model_store).models():
         train_demo_cmd(c=1.0, promote=True)
     n = workers or settings.workers
@@ -296,6 +297,18 @@ def serve(
                 deliverer.kill()
         if own_mp_dir:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def _check_log_store(settings: Settings) -> None:
+    from service.errors import LogStoreError
+    from service.iolog.store import check_store
+
+    if settings.iolog_enabled:
+        try:
+            check_store(settings)
+        except LogStoreError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
 
 
 def _use_multiprocess_values() -> None:

@@ -4,8 +4,11 @@
 <root>/rejected/date=<d>/part-<segment>.parquet
 <root>/feedback/model=<m>/date=<d>/part-<segment>.parquet
 
-Files are named after the spool segment they came from, and written by rename, so delivering a
-segment twice (crash between write and spool cleanup) rewrites the same files: no duplicates.
+Files are named after the spool segment they came from, and written by rename (on an object
+store: one PUT), so delivering a segment twice (crash between write and spool cleanup) rewrites
+the same files: no duplicates. The same code runs over any pyarrow filesystem: the local disk, or
+S3 (``s3_store.py``). Compaction (``compaction.py``) merges files under a manifest
+(``manifests.py``) that every reader here applies.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, Frame
@@ -38,7 +42,7 @@ class CorruptLogFile(Exception):
     """A file of the Parquet log store cannot be read; its path is in the message."""
 
 
-def _write(table: pa.Table, directory: Path, name: str) -> None:
+def _write_local(table: pa.Table, directory: Path, name: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"part-{name}.parquet"
     tmp = directory / f".part-{name}.parquet.tmp"
@@ -48,11 +52,44 @@ def _write(table: pa.Table, directory: Path, name: str) -> None:
     os.replace(tmp, final)
 
 
+def put_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> None:
+    """One object in one write: an object store publishes it whole on success (a single PUT
+    below the client's part size, a multipart upload completed atomically above it)."""
+    if isinstance(fs, pafs.LocalFileSystem):  # no partial file either: write aside, rename
+        directory, name = path.rsplit("/", 1)
+        tmp = Path(directory) / f".{name}.tmp"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as fh:
+            fh.write(memoryview(data))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return
+    with fs.open_output_stream(path) as out:
+        out.write(data)
+
+
+def parquet_bytes(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
 class ParquetStore:
+    """The layout over a pyarrow filesystem: the local disk by default, or an object store
+    (``service/iolog/s3_store.py``) with the same paths under ``bucket/prefix``."""
+
     content_errors: tuple[type[Exception], ...] = ()  # pyarrow's are ValueError/TypeError
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path | str, fs: pafs.FileSystem | None = None) -> None:
+        self.local = fs is None
+        self.fs: pafs.FileSystem = pafs.LocalFileSystem() if fs is None else fs
         self.root = Path(root)
+        # pyarrow filesystems take "/"-separated strings: an absolute path, or bucket/prefix
+        self.base = str(self.root.resolve()) if self.local else str(root).strip("/")
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.base, *parts))
 
     def ping(self) -> bool:
         """Can a file be written (and fsynced) in the store now? Not on a full or read-only disk."""
@@ -70,21 +107,27 @@ class ParquetStore:
             return False
         return True
 
+    def _write(self, table: pa.Table, parts: tuple[str, ...], name: str) -> None:
+        if self.local:
+            _write_local(table, self.root.joinpath(*parts), name)
+        else:
+            put_object(self.fs, self.path(*parts, f"part-{name}.parquet"), parquet_bytes(table))
+
     def deliver(self, frames: list[Frame], segment_id: str) -> dict[str, int]:
         preds, rejected, feedback = group_frames(frames)
         counts = {PREDICTIONS: 0, REJECTED: 0, FEEDBACK: 0}
         for (model, version, d), group in preds.items():
             table = predictions_table(group)
-            path = self.root / PREDICTIONS / f"model={model}" / f"version={version}" / f"date={d}"
-            _write(table, path, segment_id)
+            parts = (PREDICTIONS, f"model={model}", f"version={version}", f"date={d}")
+            self._write(table, parts, segment_id)
             counts[PREDICTIONS] += table.num_rows
         for d, group in rejected.items():
             table = rejected_table(group)
-            _write(table, self.root / REJECTED / f"date={d}", segment_id)
+            self._write(table, (REJECTED, f"date={d}"), segment_id)
             counts[REJECTED] += table.num_rows
         for (model, d), group in feedback.items():
             table = feedback_table(group)
-            _write(table, self.root / FEEDBACK / f"model={model}" / f"date={d}", segment_id)
+            self._write(table, (FEEDBACK, f"model={model}", f"date={d}"), segment_id)
             counts[FEEDBACK] += table.num_rows
         return counts
 
@@ -92,7 +135,24 @@ class ParquetStore:
         """Whole days before ``older_than``'s date go, so up to one day more is kept."""
         from service.iolog.retention import prune_parquet  # here: retention imports the stores
 
-        return {"partitions": prune_parquet(self.root, older_than.astimezone(UTC).date())}
+        cutoff = older_than.astimezone(UTC).date()
+        if self.local:
+            return {"partitions": prune_parquet(self.root, cutoff)}
+        removed = 0
+        for parent in self.partition_parents():
+            for d in _dates(self.fs, parent, None, cutoff - timedelta(days=1)):
+                self.fs.delete_dir(d)
+                removed += 1
+        return {"partitions": removed}
+
+    def partition_parents(self) -> list[str]:
+        """Every directory holding date=<d> partitions."""
+        out = [self.path(REJECTED)]
+        for m in _subdirs(self.fs, self.path(FEEDBACK), "model="):
+            out.append(m)
+        for m in _subdirs(self.fs, self.path(PREDICTIONS), "model="):
+            out.extend(_subdirs(self.fs, m, "version="))
+        return out
 
     # -- reading -----------------------------------------------------------------------------
     def prediction_batches(
@@ -105,18 +165,18 @@ class ParquetStore:
         batch_rows: int = 65_536,
     ) -> list[BatchSource]:
         """One source per version: only the window's model=/version=/date= directories are
-        opened, each file column-projected and filtered on ``received_at`` as it is read."""
+        listed, each file column-projected and filtered on ``received_at`` as it is read."""
         first, last = (since.date() if since else None), (until.date() if until else None)
         out = []
         for v, files in self.prediction_files(model, version, first, last).items():
             if not files:
                 continue
-            stored = pa.unify_schemas([_file_schema(f) for f in files])
+            stored = pa.unify_schemas([self._file_schema(f) for f in files])
             schema = with_model(stored.empty_table(), model, v).schema
             if columns is not None:
                 schema = pa.schema([f for f in schema if f.name in columns])
             wanted = None if columns is None else [c for c in stored.names if c in columns]
-            batches = _batches(files, stored, wanted, _received(since, until), batch_rows)
+            batches = self._batches(files, stored, wanted, _received(since, until), batch_rows)
             out.append(BatchSource(schema, _tagged(batches, model, v)))
         return out
 
@@ -127,48 +187,96 @@ class ParquetStore:
         so the window cannot prune them."""
         for path in self.feedback_files(model):
             try:
-                for batch in pq.ParquetFile(path).iter_batches(65_536):
-                    # files written before label sources read as source "unknown"
-                    yield from conform_feedback(pa.Table.from_batches([batch])).to_batches()
+                with self.fs.open_input_file(path) as fh:
+                    for batch in pq.ParquetFile(fh).iter_batches(65_536):
+                        # files written before label sources read as source "unknown"
+                        yield from conform_feedback(pa.Table.from_batches([batch])).to_batches()
             except (OSError, pa.ArrowException) as exc:
                 raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
 
     def rejected_rows(self, since: datetime | None, until: datetime | None) -> pa.Table:
         first, last = (since.date() if since else None), (until.date() if until else None)
-        tables = [_read(f) for f in self.rejected_files(first, last)]
+        tables = [self._read(f) for f in self.rejected_files(first, last)]
         return pa.concat_tables(tables) if tables else REJECTED_SCHEMA.empty_table()
 
     def prediction_files(
         self, model: str, version: int | None, first: date | None, last: date | None
-    ) -> dict[int, list[Path]]:
-        base = self.root / PREDICTIONS / f"model={model}"
-        out: dict[int, list[Path]] = {}
-        if not base.is_dir():
-            return out
-        for vdir in sorted(base.glob("version=*")):
-            v = int(vdir.name.split("=", 1)[1])
+    ) -> dict[int, list[str]]:
+        """Listing only ``predictions/model=<m>/`` and, below it, the window's days."""
+        out: dict[int, list[str]] = {}
+        for vdir in _subdirs(self.fs, self.path(PREDICTIONS, f"model={model}"), "version="):
+            v = int(vdir.rsplit("=", 1)[1])
             if version is not None and v != version:
                 continue
-            out[v] = [
-                f for d in _dates(vdir, first, last) for f in sorted(d.glob("part-*.parquet"))
-            ]
+            out[v] = [f for d in _dates(self.fs, vdir, first, last) for f in self.live_files(d)]
         return out
 
-    def feedback_files(self, model: str) -> list[Path]:
-        base = self.root / FEEDBACK / f"model={model}"
-        return sorted(base.glob("date=*/part-*.parquet"))
+    def feedback_files(self, model: str) -> list[str]:
+        parent = self.path(FEEDBACK, f"model={model}")
+        return [f for d in _dates(self.fs, parent, None, None) for f in self.live_files(d)]
 
-    def rejected_files(self, first: date | None, last: date | None) -> list[Path]:
-        base = self.root / REJECTED
-        if not base.is_dir():
-            return []
-        return [f for d in _dates(base, first, last) for f in sorted(d.glob("part-*.parquet"))]
+    def rejected_files(self, first: date | None, last: date | None) -> list[str]:
+        parent = self.path(REJECTED)
+        return [f for d in _dates(self.fs, parent, first, last) for f in self.live_files(d)]
+
+    def live_files(self, partition: str) -> list[str]:
+        """The partition's data files as a reader must see them: a compacted file in place of
+        the files it merged (``service/iolog/compaction.py`` explains the protocol)."""
+        from service.iolog.manifests import resolve  # here: manifests imports this module
+
+        return [f"{partition}/{name}" for name in resolve(self.fs, partition).live]
+
+    def _batches(
+        self,
+        files: list[str],
+        schema: pa.Schema,
+        columns: list[str] | None,
+        where: ds.Expression | None,
+        batch_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        for path in files:  # one dataset per file, so an unreadable one is named
+            try:
+                dataset = ds.dataset(path, format="parquet", schema=schema, filesystem=self.fs)
+                batches = dataset.to_batches(columns=columns, filter=where, batch_size=batch_rows)
+                for batch in batches:
+                    if batch.num_rows:
+                        yield batch
+            except (OSError, pa.ArrowException) as exc:
+                raise CorruptLogFile(f"cannot read log file {path}: {exc}{_hint(exc)}") from exc
+
+    def _file_schema(self, path: str) -> pa.Schema:
+        try:
+            return pq.read_schema(path, filesystem=self.fs)
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
+
+    def _read(self, path: str) -> pa.Table:
+        try:
+            return pq.read_table(path, filesystem=self.fs)
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
 
 
-def _dates(parent: Path, first: date | None, last: date | None) -> list[Path]:
+def _hint(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):  # listed, then deleted by a compaction's cleanup
+        return " (merged and deleted by `vigil logs compact` after this read listed it: read again)"
+    return ""
+
+
+def _subdirs(fs: pafs.FileSystem, parent: str, prefix: str) -> list[str]:
+    """``parent``'s sub-directories named ``<prefix>…``, sorted; one listing, not recursive."""
+    infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    names = [i.path for i in infos if i.type == pafs.FileType.Directory]
+    return sorted(p for p in names if p.rsplit("/", 1)[-1].startswith(prefix))
+
+
+def _dates(fs: pafs.FileSystem, parent: str, first: date | None, last: date | None) -> list[str]:
     out = []
-    for d in sorted(parent.glob("date=*")):
-        day = date.fromisoformat(d.name.split("=", 1)[1])
+    for d in _subdirs(fs, parent, "date="):
+        try:
+            day = date.fromisoformat(d.rsplit("=", 1)[1])
+        except ValueError:
+            continue  # not ours
         if (first is None or day >= first) and (last is None or day <= last):
             out.append(d)
     return out
@@ -184,40 +292,9 @@ def _received(since: datetime | None, until: datetime | None) -> ds.Expression |
     return where
 
 
-def _batches(
-    files: list[Path],
-    schema: pa.Schema,
-    columns: list[str] | None,
-    where: ds.Expression | None,
-    batch_rows: int,
-) -> Iterator[pa.RecordBatch]:
-    for path in files:  # one dataset per file, so an unreadable one is named
-        try:
-            dataset = ds.dataset(path, format="parquet", schema=schema)
-            for batch in dataset.to_batches(columns=columns, filter=where, batch_size=batch_rows):
-                if batch.num_rows:
-                    yield batch
-        except (OSError, pa.ArrowException) as exc:
-            raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
-
-
 def _tagged(
     batches: Iterator[pa.RecordBatch], model: str, version: int
 ) -> Iterator[pa.RecordBatch]:
     # A function, not a generator expression in the loop: that would see the loop's last version.
     for batch in batches:
         yield with_model(batch, model, version)
-
-
-def _file_schema(path: Path) -> pa.Schema:
-    try:
-        return pq.read_schema(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
-
-
-def _read(path: Path) -> pa.Table:
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc

@@ -58,10 +58,25 @@ def is_postgres(settings: Settings) -> bool:
 
 
 def open_store(settings: Settings) -> LogStore:
-    """The backend ``VIGIL_LOG_STORE`` names: a PostgreSQL URL, or else a Parquet directory."""
+    """The backend ``VIGIL_LOG_STORE`` names: a PostgreSQL URL, an s3:// URL, or else a Parquet
+    directory."""
+    if settings.log_store_url.startswith("s3://"):
+        from service.iolog.s3_store import open_s3_store  # pyarrow's S3 is started only if used
+
+        return open_s3_store(settings)
     if is_postgres(settings):
         # Imported here: psycopg is only needed (and only paid for) with a PostgreSQL store.
         from service.iolog.postgres_store import PostgresStore
 
         return PostgresStore(settings.log_store_url)
     return ParquetStore(Path(settings.log_store_url))
+
+
+def check_store(settings: Settings) -> None:
+    """Fail fast on a store that cannot work (an object store's unknown bucket, refused
+    credentials, unreachable endpoint): raises ``LogStoreError`` with the reason. The other
+    stores are checked by their first delivery, as before."""
+    if settings.log_store_url.startswith("s3://"):
+        from service.iolog.s3_store import open_s3_store
+
+        open_s3_store(settings).check()
