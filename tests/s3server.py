@@ -119,7 +119,7 @@ class MotoServer:
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     python = moto_python()
     if python is None:
-        pytest.skip("moto[server] not installed (see tests/s3server.py)")
+        pytest.fail("moto[server] is not installed: scripts/venv installs it with the dev extras")
     server = MotoServer(python, free_port(), tmp_path_factory.mktemp("moto") / "moto.log")
     server.start()
     yield server

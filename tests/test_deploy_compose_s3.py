@@ -66,7 +66,7 @@ def test_vigil_drift_and_compact_log_to_the_local_bucket(stack: dict[str, Any]) 
 def test_the_local_s3_script_serves_the_bucket(tmp_path: Path) -> None:
     python = moto_python()
     if python is None:
-        pytest.skip("moto[server] not installed (see tests/s3server.py)")
+        pytest.fail("moto[server] is not installed: scripts/venv installs it with the dev extras")
     port = free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "BUCKET": "vigil-logs"}
     proc = subprocess.Popen(
