@@ -133,6 +133,7 @@ def _feedback(root: Path, table: pa.Table, rng: np.random.Generator, day: str, s
             table.column("row").take(pa.array(pick)),
             labels,
             table.column("received_at").take(pa.array(pick)),
+            pa.array(np.full(len(pick), "bench")),
         ],
         schema=FEEDBACK_SCHEMA,
     )
