@@ -52,11 +52,17 @@ class Sampler:
         if not n:
             return
         keys = self._rng.random(n)
-        part = part.reset_index(drop=True)
-        part[_ORDER] = np.arange(self.rows, self.rows + n)
+        order = np.arange(self.rows, self.rows + n)
         self.rows += n
         self._note_finite(part)
         self._keep_labelled(part)
+        if self._sample is not None and len(self._keys) >= self._k:
+            # a full sample keeps only keys below its largest: the rest could never be chosen,
+            # so most of a big window's rows are dropped here, before any copy
+            candidates = np.flatnonzero(keys < self._keys.max())
+            part, keys, order = part.iloc[candidates], keys[candidates], order[candidates]
+        part = part.reset_index(drop=True)
+        part[_ORDER] = order
         if self._sample is not None:
             part = pd.concat([self._sample, part], ignore_index=True)
             keys = np.concatenate([self._keys, keys])
