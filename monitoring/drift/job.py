@@ -10,16 +10,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import evidently
-import pandas as pd
 
 from model_store.errors import ModelNotFoundError, StoreError
 from model_store.registration import PREDICTION_COLUMN, proba_column
 from model_store.store import ModelStore, check_model_name, write_atomic
 from monitoring.drift import push as pushgateway
 from monitoring.drift.config import DriftConfig
-from monitoring.drift.core import DriftInputError, analyse
+from monitoring.drift.core import DriftInputError, analyse, prediction_column
 from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
+from monitoring.drift.reference import load_reference
 from monitoring.drift.result import DriftReport, Status, VersionResult
 from monitoring.drift.retention import prune_model_reports
 from monitoring.drift.segments import METADATA_COLUMN, analyse_segments
@@ -152,10 +152,13 @@ def _analyse_version(
 ) -> VersionResult:
     try:
         manifest = store.manifest(model, version)
-        reference = _reference(store, model, version)
-        result = analyse(window, reference, manifest, cfg)
+        classes = list(manifest.outputs.class_names)
+        ref = load_reference(store, model, version, classes, prediction_column(classes), cfg.seed)
+        result = analyse(window, ref.frame, manifest, cfg, ref.stats)
         if cfg.segment_by and result.status is not Status.INSUFFICIENT_DATA:
-            result.segments = analyse_segments(window, reference, manifest, cfg, cfg.segment_by)
+            result.segments = analyse_segments(
+                window, ref.frame, manifest, cfg, cfg.segment_by, ref.stats
+            )
         return result
     except (StoreError, DriftInputError) as exc:
         log.warning("drift of %s v%d cannot be analysed: %s", model, version, exc)
@@ -166,19 +169,6 @@ def _analyse_version(
             sample_cap=cfg.max_rows,
             message=str(exc),
         )
-
-
-def _reference(store: ModelStore, model: str, version: int) -> pd.DataFrame:
-    path = store.reference_path(model, version)
-    if not path.is_file():
-        raise DriftInputError(
-            f"{model} v{version} has no reference sample ({path}); register it with its "
-            "training data to monitor drift"
-        )
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
-        raise DriftInputError(f"reference sample {path} is unreadable: {exc}") from exc
 
 
 def _write(settings: Settings, report: DriftReport, target: Path, say: Progress) -> None:
