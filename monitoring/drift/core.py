@@ -129,11 +129,19 @@ def analyse(
         method=cfg.method,
         threshold=threshold,
         drift_share=cfg.drift_share,
-        labelled=labelled,
+        labelled=_for_the_page(labelled, cfg),
         validation=validation,
         class_names=class_names,
     )
     return result
+
+
+def _for_the_page(labelled: pd.DataFrame | None, cfg: DriftConfig) -> pd.DataFrame | None:
+    """The labelled rows drift.html shows quality on: a seeded sample of at most ``max_rows``,
+    so rendering does not grow with the window (drift.json's numbers are on all of them)."""
+    if labelled is None or len(labelled) <= cfg.max_rows:
+        return labelled
+    return labelled.sample(n=cfg.max_rows, random_state=cfg.seed).sort_index()
 
 
 def _check_reference(reference: pd.DataFrame, manifest: Manifest, pred_col: str) -> None:

@@ -53,9 +53,11 @@ def run_drift(
     *,
     cfg: DriftConfig | None = None,
     progress: Progress = _quiet,
+    html: bool = True,
 ) -> DriftReport:
     """One drift run. Problems with the data become ``status: error`` in the written report;
-    only an unknown model or an unwritable report directory raise."""
+    only an unknown model or an unwritable report directory raise. ``html=False`` skips
+    drift.html (Evidently's rendering is most of a run's time on a small window)."""
     check_model_name(model)
     store = ModelStore(settings.model_store)
     if not store.versions(model):
@@ -83,7 +85,7 @@ def run_drift(
     report.finished_at = datetime.now(UTC)
     target = out_dir or index.dir / report.run_id
     report.directory = target
-    _write(settings, report, target, progress)
+    _write(settings, report, target, progress, html)
     index.append(report, live=until is None, path=target)
     prune_model_reports(
         index.dir,
@@ -171,16 +173,13 @@ def _analyse_version(
         )
 
 
-def _write(settings: Settings, report: DriftReport, target: Path, say: Progress) -> None:
+def _write(
+    settings: Settings, report: DriftReport, target: Path, say: Progress, html: bool
+) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    say("writing drift.html (Evidently)")
-    try:
-        write_html(report, target / HTML_FILE)
-        report.files = {"json": JSON_FILE, "html": HTML_FILE}
-    except Exception as exc:  # the numbers stay valid without their pictures
-        log.exception("drift.html of run %s could not be rendered", report.run_id)
-        report.files = {"json": JSON_FILE, "html": None}
-        report.html_error = f"{type(exc).__name__}: {exc}"
+    report.files = {"json": JSON_FILE, "html": None}
+    if html:
+        _write_html(report, target, say)
     if settings.pushgateway_url:
         say(f"pushing gauges to {settings.pushgateway_url}")
         try:
@@ -190,6 +189,16 @@ def _write(settings: Settings, report: DriftReport, target: Path, say: Progress)
             log.warning("pushing drift gauges to %s failed: %s", settings.pushgateway_url, exc)
             report.pushed, report.push_error = False, str(exc)
     _write_json(target / JSON_FILE, report)
+
+
+def _write_html(report: DriftReport, target: Path, say: Progress) -> None:
+    say("writing drift.html (Evidently)")
+    try:
+        write_html(report, target / HTML_FILE)
+        report.files["html"] = HTML_FILE
+    except Exception as exc:  # the numbers stay valid without their pictures
+        log.exception("drift.html of run %s could not be rendered", report.run_id)
+        report.html_error = f"{type(exc).__name__}: {exc}"
 
 
 def _write_json(path: Path, report: DriftReport) -> None:
