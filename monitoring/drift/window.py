@@ -36,13 +36,17 @@ class WindowSample:
 
 class Sampler:
     """Feed it a window's rows in any number of parts; the sample depends only on the rows and
-    their order (the random keys come from one seeded stream), not on how they were split."""
+    their order (the random keys come from one seeded stream), not on how they were split.
+    Candidates are gathered until there are 2k and only then cut back to the k smallest keys,
+    so a batch costs a copy of its few candidates, not of the whole sample."""
 
     def __init__(self, max_rows: int, seed: int) -> None:
         self._k = max_rows
         self._rng = np.random.default_rng(seed)
-        self._keys = np.empty(0)
-        self._sample: pd.DataFrame | None = None
+        self._parts: list[pd.DataFrame] = []  # the last sample, then the candidates since
+        self._keys: list[np.ndarray] = []
+        self._pending = 0
+        self._bound = np.inf  # the largest key of a full sample: no larger key can be chosen
         self._labelled: list[pd.DataFrame] = []
         self._finite: set[str] = set()
         self.rows = 0
@@ -56,20 +60,33 @@ class Sampler:
         self.rows += n
         self._note_finite(part)
         self._keep_labelled(part)
-        if self._sample is not None and len(self._keys) >= self._k:
-            # a full sample keeps only keys below its largest: the rest could never be chosen,
-            # so most of a big window's rows are dropped here, before any copy
-            candidates = np.flatnonzero(keys < self._keys.max())
-            part, keys, order = part.iloc[candidates], keys[candidates], order[candidates]
+        # most of a big window's rows fall above the bound and are dropped here, before any copy
+        chosen = np.flatnonzero(keys < self._bound)
+        if not len(chosen):
+            return
+        if len(chosen) < n:
+            part, keys, order = part.iloc[chosen], keys[chosen], order[chosen]
         part = part.reset_index(drop=True)
         part[_ORDER] = order
-        if self._sample is not None:
-            part = pd.concat([self._sample, part], ignore_index=True)
-            keys = np.concatenate([self._keys, keys])
+        self._parts.append(part)
+        self._keys.append(keys)
+        self._pending += len(part)
+        if self._pending >= 2 * self._k:  # shrink back to k rows once k candidates have come
+            self._compact()
+
+    def _compact(self) -> None:
+        if len(self._parts) > 1:
+            self._parts = [pd.concat(self._parts, ignore_index=True)]
+            self._keys = [np.concatenate(self._keys)]
+        if not self._parts:
+            return
+        (part,), (keys,) = self._parts, self._keys
         if len(part) > self._k:
             keep = np.argpartition(keys, self._k - 1)[: self._k]
-            part, keys = part.iloc[keep].reset_index(drop=True), keys[keep]
-        self._sample, self._keys = part, keys
+            self._parts, self._keys = [part.iloc[keep].reset_index(drop=True)], [keys[keep]]
+        if len(self._keys[0]) >= self._k:
+            self._bound = float(self._keys[0].max())
+        self._pending = len(self._keys[0])
 
     def _note_finite(self, part: pd.DataFrame) -> None:
         for name in part.columns:
@@ -91,10 +108,11 @@ class Sampler:
             self._labelled.append(part.loc[mask, cols])
 
     def result(self) -> WindowSample:
-        if self._sample is None:
+        self._compact()
+        if not self._parts:
             sample = pd.DataFrame()
         else:  # back in window order, as the rows were read
-            sample = self._sample.sort_values(_ORDER).drop(columns=_ORDER).reset_index(drop=True)
+            sample = self._parts[0].sort_values(_ORDER).drop(columns=_ORDER).reset_index(drop=True)
         labelled = (
             pd.concat(self._labelled, ignore_index=True)
             if self._labelled
