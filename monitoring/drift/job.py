@@ -19,6 +19,7 @@ from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import DriftInputError, analyse, prediction_column
 from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
+from monitoring.drift.prefetch import prefetch
 from monitoring.drift.reference import load_reference
 from monitoring.drift.result import DriftReport, Status, VersionResult
 from monitoring.drift.retention import prune_model_reports
@@ -121,7 +122,7 @@ def _read_window(
     )  # fmt: skip
     samplers: dict[int, Sampler] = {}
     read = 0
-    for batch in stream:
+    for batch in prefetch(stream):
         part = batch.to_pandas()
         read += len(part)
         if "status" in part.columns:
