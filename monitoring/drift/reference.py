@@ -65,17 +65,17 @@ class ReferenceStats:
         )
 
     def to_json(self) -> dict[str, Any]:
-        calibration: dict[str, Any] | str = (
-            self.calibration
-            if isinstance(self.calibration, str)
-            else {
-                "isotonic": None
-                if self.calibration.calibrator.isotonic is None
-                else [a.tolist() for a in self.calibration.calibrator.isotonic],
-                "rows": self.calibration.rows,
-                "reference": self.calibration.reference,
+        cal = self.calibration
+        calibration: dict[str, Any] | str
+        if isinstance(cal, str):
+            calibration = cal
+        else:
+            steps = cal.calibrator.isotonic
+            calibration = {
+                "isotonic": None if steps is None else [steps[0].tolist(), steps[1].tolist()],
+                "rows": cal.rows,
+                "reference": cal.reference,
             }
-        )
         return {
             "format": _FORMAT,
             "sha256": self.sha256,
@@ -98,11 +98,12 @@ class ReferenceStats:
             calibration = raw
         else:
             steps = raw["isotonic"]
-            isotonic = None if steps is None else tuple(np.asarray(s, np.float64) for s in steps)
-            if isotonic is not None and (
-                len(isotonic) != 2 or len(isotonic[0]) != len(isotonic[1])
-            ):
-                raise ValueError("isotonic step points are not two arrays of one length")
+            isotonic = None
+            if steps is not None:
+                x, y = (np.asarray(s, np.float64) for s in steps)
+                if x.shape != y.shape or x.ndim != 1:
+                    raise ValueError("isotonic step points are not two arrays of one length")
+                isotonic = (x, y)
             calibration = cbpe.Calibration(
                 cbpe.Calibrator(isotonic),
                 int(raw["rows"]),
