@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import evidently
+import pyarrow.compute as pc
 
 from model_store.errors import ModelNotFoundError, StoreError
 from model_store.registration import PREDICTION_COLUMN, proba_column
@@ -123,13 +124,16 @@ def _read_window(
     samplers: dict[int, Sampler] = {}
     read = 0
     for batch in prefetch(stream):
-        part = batch.to_pandas()
-        read += len(part)
-        if "status" in part.columns:
-            part = part[part["status"].astype("int64") < 400]  # only what was served
-        for v, rows in part.groupby("version", sort=False):
+        read += batch.num_rows
+        if "status" in batch.schema.names:  # only what was served
+            batch = batch.filter(pc.less(batch.column("status"), 400))
+        versions = batch.column("version")
+        served = [v for v in pc.unique(versions).to_pylist() if v is not None]
+        for v in served:
+            one = len(served) == 1 and not versions.null_count
+            rows = batch if one else batch.filter(pc.equal(versions, v))
             sampler = samplers.setdefault(int(v), Sampler(cfg.max_rows, cfg.seed))
-            sampler.add(rows)
+            sampler.add(rows)  # in Arrow: only the sampled and labelled rows become pandas
         say(f"reading {report.model}: {read:,} rows")
     return {v: s.result() for v, s in samplers.items()}
 
