@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -133,6 +134,7 @@ def _feedback(root: Path, table: pa.Table, rng: np.random.Generator, day: str, s
             table.column("row").take(pa.array(pick)),
             labels,
             table.column("received_at").take(pa.array(pick)),
+            pa.array(np.full(len(pick), "bench")),
         ],
         schema=FEEDBACK_SCHEMA,
     )
@@ -141,15 +143,23 @@ def _feedback(root: Path, table: pa.Table, rng: np.random.Generator, day: str, s
     pq.write_table(fb, d / f"part-bench-{start:09d}.parquet", compression="zstd")
 
 
-def measure(name: str, argv: list[str], env: dict[str, str], code: Path) -> Run:
-    """Wall time and the child's own peak RSS (``wait4`` reports the child's rusage)."""
+def measure(
+    name: str, argv: list[str], env: dict[str, str], code: Path, timeout: float | None = None
+) -> Run:
+    """Wall time and the child's own peak RSS (``wait4`` reports the child's rusage); a child
+    still running after ``timeout`` seconds is killed (returncode -9)."""
     with console.status(f"running {name}…"):
         t = time.perf_counter()
         # cwd too, not only PYTHONPATH: ``python -m`` puts the working directory first on the path
         proc = subprocess.Popen(
             argv, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        killer = threading.Timer(timeout, proc.kill) if timeout else None
+        if killer is not None:
+            killer.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        if killer is not None:
+            killer.cancel()
         seconds = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""

@@ -162,6 +162,17 @@ def test_empty_window_is_insufficient_data_and_unknown_model_is_refused(
     assert backwards.status is Status.ERROR and "window is empty" in backwards.message
 
 
+def test_no_html_writes_drift_json_only(settings: Settings, tmp_path: Path) -> None:
+    env = {"VIGIL_MODEL_STORE": str(settings.model_store), "VIGIL_DATA_DIR": str(settings.data_dir)}
+    out = tmp_path / "out"
+    argv = ["drift", "run", "--model", MODEL, "--out", str(out), "--no-html"]
+    result = CliRunner().invoke(app, argv, env=env)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "drift.json").read_text())
+    assert saved["files"] == {"json": "drift.json", "html": None}
+    assert not (out / "drift.html").exists()
+
+
 def test_corrupt_log_file_is_named_in_an_error_report(
     tmp_path: Path, settings: Settings, client: TestClient, rows: list
 ) -> None:  # type: ignore[type-arg]

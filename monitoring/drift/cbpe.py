@@ -38,13 +38,29 @@ _DRAW_BUDGET = 2_000_000  # random numbers held at once by band()
 
 @dataclass(frozen=True, slots=True)
 class Calibrator:
-    isotonic: IsotonicRegression | None
+    """Isotonic calibration as its step points (``None``: the probabilities are left as they
+    are); linear between them and clipped at the ends, as ``IsotonicRegression.predict`` is, and
+    storable beside the reference."""
+
+    isotonic: tuple[np.ndarray, np.ndarray] | None
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         if self.isotonic is None:
             return p
-        calibrated: np.ndarray = self.isotonic.predict(p)
+        x, y = self.isotonic
+        calibrated: np.ndarray = np.interp(p, x, y)  # np.interp holds the end values outside
         return calibrated
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """What CBPE needs of the reference: depends on it alone, so it is computed once and kept
+    in ``reference_stats.json``."""
+
+    calibrator: Calibrator
+    rows: int
+    reference: dict[str, float]
+    """Expected metrics of the calibrated validation rows."""
 
 
 def calibration_error(p: np.ndarray, y: np.ndarray) -> float:
@@ -74,7 +90,8 @@ def fit_calibrator(p: np.ndarray, y: np.ndarray, seed: int = 0) -> Calibrator:
     for fit_idx, test_idx in folds.split(p, y):
         out_of_fold[test_idx] = _isotonic(p[fit_idx], y[fit_idx]).predict(p[test_idx])
     if _brier(out_of_fold, y) < _brier(p, y):
-        return Calibrator(_isotonic(p, y))
+        fitted = _isotonic(p, y)
+        return Calibrator((fitted.X_thresholds_, fitted.y_thresholds_))
     return Calibrator(None)
 
 
@@ -120,6 +137,22 @@ def band(p: np.ndarray, predicted: np.ndarray, draws: int, seed: int) -> dict[st
     }
 
 
+def calibrate(
+    reference: pd.DataFrame, class_names: list[str], pred_col: str, seed: int
+) -> Calibration | str:
+    """The calibration learnt on the reference's labelled validation rows, or why there is none."""
+    if len(class_names) != 2:
+        return "CBPE is implemented for binary classifiers only"
+    positive = class_names[1]
+    calib = _labelled_validation(reference, class_names, pred_col)
+    if calib[LABEL_COLUMN].nunique() < 2:
+        return "the reference has no labelled rows of both classes to calibrate on"
+    y_ref = (calib[LABEL_COLUMN] == positive).to_numpy(dtype=np.int64)
+    calibrator = fit_calibrator(calib[pred_col].to_numpy(dtype=np.float64), y_ref, seed)
+    ref_metrics = expected_metrics(*_inputs(calib, pred_col, positive, calibrator))
+    return Calibration(calibrator, len(calib), ref_metrics)
+
+
 def estimate(
     current: pd.DataFrame,
     reference: pd.DataFrame,
@@ -127,35 +160,31 @@ def estimate(
     pred_col: str,
     cfg: DriftConfig,
     realized: dict[str, float] | None,
+    calibration: Calibration | str | None = None,
 ) -> Estimate:
     """CBPE of ``current`` (the window's analysed rows, sampled like the drift tests) against
-    the reference's validation rows."""
+    the reference's validation rows (``calibration``: what :func:`calibrate` made of them, when
+    it was kept from an earlier run)."""
     base = Estimate(rows=0, tolerance=cfg.performance_tolerance, realized=realized)
-    if len(class_names) != 2:
-        return replace(base, note="CBPE is implemented for binary classifiers only")
-    positive = class_names[1]
-    calib = _labelled_validation(reference, class_names, pred_col)
-    if calib[LABEL_COLUMN].nunique() < 2:
-        return replace(
-            base, note="the reference has no labelled rows of both classes to calibrate on"
-        )
+    if calibration is None:
+        calibration = calibrate(reference, class_names, pred_col, cfg.seed)
+    if isinstance(calibration, str):
+        return replace(base, note=calibration)
     if pred_col not in current.columns or PREDICTION_COLUMN not in current.columns:
         return replace(base, note="the window has no probability or predicted class to estimate on")
     rows = current[[pred_col, PREDICTION_COLUMN]]
     window = rows[rows[pred_col].notna() & rows[PREDICTION_COLUMN].isin(class_names)]
     if window.empty:
         return replace(base, note="no row of the window has a probability and a predicted class")
-    y_ref = (calib[LABEL_COLUMN] == positive).to_numpy(dtype=np.int64)
-    calibrator = fit_calibrator(calib[pred_col].to_numpy(dtype=np.float64), y_ref, cfg.seed)
-    ref_metrics = expected_metrics(*_inputs(calib, pred_col, positive, calibrator))
-    p, predicted = _inputs(window, pred_col, positive, calibrator)
+    calibrator, ref_metrics = calibration.calibrator, calibration.reference
+    p, predicted = _inputs(window, pred_col, class_names[1], calibrator)
     est = expected_metrics(p, predicted)
     dropped = any(ref_metrics[m] - est[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
     return Estimate(
         rows=len(window),
         tolerance=cfg.performance_tolerance,
         calibrated=calibrator.isotonic is not None,
-        calibration_rows=len(calib),
+        calibration_rows=calibration.rows,
         estimated=est,
         band=band(p, predicted, cfg.estimate_draws, cfg.seed),
         reference=ref_metrics,

@@ -9,6 +9,7 @@ Knows nothing of the log store or files: ``current`` has the columns of
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,9 @@ from monitoring.drift.stats import column_drift
 from monitoring.drift.weighting import dataset_verdict
 from monitoring.drift.window import FEEDBACK_COLUMN, WindowSample
 
+if TYPE_CHECKING:  # reference.py builds on this module
+    from monitoring.drift.reference import ReferenceStats
+
 VALIDATION = "validation"
 
 
@@ -55,9 +59,11 @@ def analyse(
     reference: pd.DataFrame,
     manifest: Manifest,
     cfg: DriftConfig,
+    stats: ReferenceStats | None = None,
 ) -> VersionResult:
     """Data, prediction and model drift of ``current`` (one version's window, or what was
-    gathered of it while streaming) vs ``reference``."""
+    gathered of it while streaming) vs ``reference``; ``stats``: what was computed of this
+    reference before (``reference_stats.json``), else it is computed here."""
     window = (
         current
         if isinstance(current, WindowSample)
@@ -76,7 +82,7 @@ def analyse(
     class_names = list(manifest.outputs.class_names)
     pred_col = prediction_column(class_names)
     _check_reference(reference, manifest, pred_col)
-    features, skipped = _usable_features(window, reference, manifest)
+    features, skipped = _usable_features(window, reference, manifest, stats)
     # the predicted label rides along for CBPE, which estimates on the same analysed rows
     wanted = [*features, pred_col, PREDICTION_COLUMN]
     sample = window.sample[[c for c in wanted if c in window.sample.columns]]
@@ -87,8 +93,13 @@ def analyse(
     prediction = None
     if pred_col in sample.columns and sample[pred_col].notna().any():
         prediction = column_drift(reference[pred_col], sample[pred_col], cfg.method, threshold)
-    performance, labelled, validation = _performance(window.labelled, reference, class_names, cfg)
-    estimate = cbpe.estimate(sample, reference, class_names, pred_col, cfg, performance.current)
+    performance, labelled, validation = _performance(
+        window.labelled, reference, class_names, cfg, stats
+    )
+    calibration = None if stats is None else stats.calibration
+    estimate = cbpe.estimate(
+        sample, reference, class_names, pred_col, cfg, performance.current, calibration
+    )
 
     flags = Flags(
         data_drift=verdict.drifted,
@@ -118,11 +129,19 @@ def analyse(
         method=cfg.method,
         threshold=threshold,
         drift_share=cfg.drift_share,
-        labelled=labelled,
+        labelled=_for_the_page(labelled, cfg),
         validation=validation,
         class_names=class_names,
     )
     return result
+
+
+def _for_the_page(labelled: pd.DataFrame | None, cfg: DriftConfig) -> pd.DataFrame | None:
+    """The labelled rows drift.html shows quality on: a seeded sample of at most ``max_rows``,
+    so rendering does not grow with the window (drift.json's numbers are on all of them)."""
+    if labelled is None or len(labelled) <= cfg.max_rows:
+        return labelled
+    return labelled.sample(n=cfg.max_rows, random_state=cfg.seed).sort_index()
 
 
 def _check_reference(reference: pd.DataFrame, manifest: Manifest, pred_col: str) -> None:
@@ -137,7 +156,10 @@ def _check_reference(reference: pd.DataFrame, manifest: Manifest, pred_col: str)
 
 
 def _usable_features(
-    window: WindowSample, reference: pd.DataFrame, manifest: Manifest
+    window: WindowSample,
+    reference: pd.DataFrame,
+    manifest: Manifest,
+    stats: ReferenceStats | None,
 ) -> tuple[list[str], dict[str, str]]:
     current = window.sample
     usable: list[str] = []
@@ -153,7 +175,7 @@ def _usable_features(
             skipped[name] = f"logged as {current[name].dtype}, not numeric"
         elif name not in window.finite:
             skipped[name] = "no finite value in the window"
-        elif not np.isfinite(reference[name].to_numpy(dtype=np.float64)).any():
+        elif not _finite_in(reference, name, stats):
             skipped[name] = "no finite value in the reference"
         else:
             usable.append(name)
@@ -162,15 +184,29 @@ def _usable_features(
     return usable, skipped
 
 
+def _finite_in(reference: pd.DataFrame, name: str, stats: ReferenceStats | None) -> bool:
+    if stats is not None:
+        return name in stats.finite
+    return bool(np.isfinite(reference[name].to_numpy(dtype=np.float64)).any())
+
+
 def quality(y_true: pd.Series, y_pred: pd.Series) -> dict[str, float]:
+    # as integer codes of one factorisation: the same classes, so the same numbers, but
+    # sklearn's checks on a million string labels took seconds
+    codes, _ = pd.factorize(pd.concat([y_true, y_pred], ignore_index=True))
+    true, pred = codes[: len(y_true)], codes[len(y_true) :]
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(true, pred)),
+        "f1_macro": float(f1_score(true, pred, average="macro", zero_division=0)),
     }
 
 
 def _performance(
-    current: pd.DataFrame, reference: pd.DataFrame, class_names: list[str], cfg: DriftConfig
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    class_names: list[str],
+    cfg: DriftConfig,
+    stats: ReferenceStats | None = None,
 ) -> tuple[Performance, pd.DataFrame | None, pd.DataFrame | None]:
     """Quality on every labelled row of the window (not the sample) vs the validation rows;
     ``current`` holds the window's labelled rows."""
@@ -200,7 +236,11 @@ def _performance(
     cur = quality(labelled[LABEL_COLUMN], labelled[PREDICTION_COLUMN])
     if validation.empty:
         return replace(base, current=cur), labelled, None
-    ref = quality(validation[LABEL_COLUMN], validation[PREDICTION_COLUMN])
+    ref = (
+        quality(validation[LABEL_COLUMN], validation[PREDICTION_COLUMN])
+        if stats is None or stats.quality is None
+        else stats.quality
+    )
     dropped = any(ref[m] - cur[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
     performance = Performance(
         labelled_rows=n,

@@ -104,7 +104,11 @@ def _version_widgets(model: str, result: VersionResult) -> list[dict[str, Any]]:
     sections = [("data and prediction drift", drift_snapshot(result.evidence))]
     quality = classification_snapshot(result.evidence)
     if quality is not None:
-        sections.append(("classification quality on labelled rows vs validation", quality))
+        assert result.evidence.labelled is not None
+        shown = len(result.evidence.labelled)
+        of = result.performance.labelled_rows if result.performance else shown
+        rows = f"{shown:,} labelled rows" + (f" (a sample of {of:,})" if of > shown else "")
+        sections.append((f"classification quality on {rows} vs validation", quality))
     for title, snap in sections:
         dumped = snap.dump_dict()
         widgets.append(_widget(header_text(label=f"v{result.version}: {title}")))

@@ -10,16 +10,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import evidently
-import pandas as pd
+import pyarrow.compute as pc
 
 from model_store.errors import ModelNotFoundError, StoreError
 from model_store.registration import PREDICTION_COLUMN, proba_column
 from model_store.store import ModelStore, check_model_name, write_atomic
 from monitoring.drift import push as pushgateway
 from monitoring.drift.config import DriftConfig
-from monitoring.drift.core import DriftInputError, analyse
+from monitoring.drift.core import DriftInputError, analyse, prediction_column
 from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
+from monitoring.drift.prefetch import prefetch
+from monitoring.drift.reference import load_reference
 from monitoring.drift.result import DriftReport, Status, VersionResult
 from monitoring.drift.retention import prune_model_reports
 from monitoring.drift.segments import METADATA_COLUMN, analyse_segments
@@ -53,9 +55,11 @@ def run_drift(
     *,
     cfg: DriftConfig | None = None,
     progress: Progress = _quiet,
+    html: bool = True,
 ) -> DriftReport:
     """One drift run. Problems with the data become ``status: error`` in the written report;
-    only an unknown model or an unwritable report directory raise."""
+    only an unknown model or an unwritable report directory raise. ``html=False`` skips
+    drift.html (Evidently's rendering is most of a run's time on a small window)."""
     check_model_name(model)
     store = ModelStore(settings.model_store)
     if not store.versions(model):
@@ -83,7 +87,7 @@ def run_drift(
     report.finished_at = datetime.now(UTC)
     target = out_dir or index.dir / report.run_id
     report.directory = target
-    _write(settings, report, target, progress)
+    _write(settings, report, target, progress, html)
     index.append(report, live=until is None, path=target)
     prune_model_reports(
         index.dir,
@@ -119,14 +123,17 @@ def _read_window(
     )  # fmt: skip
     samplers: dict[int, Sampler] = {}
     read = 0
-    for batch in stream:
-        part = batch.to_pandas()
-        read += len(part)
-        if "status" in part.columns:
-            part = part[part["status"].astype("int64") < 400]  # only what was served
-        for v, rows in part.groupby("version", sort=False):
+    for batch in prefetch(stream):
+        read += batch.num_rows
+        if "status" in batch.schema.names:  # only what was served
+            batch = batch.filter(pc.less(batch.column("status"), 400))
+        versions = batch.column("version")
+        served = [v for v in pc.unique(versions).to_pylist() if v is not None]
+        for v in served:
+            one = len(served) == 1 and not versions.null_count
+            rows = batch if one else batch.filter(pc.equal(versions, v))
             sampler = samplers.setdefault(int(v), Sampler(cfg.max_rows, cfg.seed))
-            sampler.add(rows)
+            sampler.add(rows)  # in Arrow: only the sampled and labelled rows become pandas
         say(f"reading {report.model}: {read:,} rows")
     return {v: s.result() for v, s in samplers.items()}
 
@@ -152,10 +159,13 @@ def _analyse_version(
 ) -> VersionResult:
     try:
         manifest = store.manifest(model, version)
-        reference = _reference(store, model, version)
-        result = analyse(window, reference, manifest, cfg)
+        classes = list(manifest.outputs.class_names)
+        ref = load_reference(store, model, version, classes, prediction_column(classes), cfg.seed)
+        result = analyse(window, ref.frame, manifest, cfg, ref.stats)
         if cfg.segment_by and result.status is not Status.INSUFFICIENT_DATA:
-            result.segments = analyse_segments(window, reference, manifest, cfg, cfg.segment_by)
+            result.segments = analyse_segments(
+                window, ref.frame, manifest, cfg, cfg.segment_by, ref.stats
+            )
         return result
     except (StoreError, DriftInputError) as exc:
         log.warning("drift of %s v%d cannot be analysed: %s", model, version, exc)
@@ -168,29 +178,13 @@ def _analyse_version(
         )
 
 
-def _reference(store: ModelStore, model: str, version: int) -> pd.DataFrame:
-    path = store.reference_path(model, version)
-    if not path.is_file():
-        raise DriftInputError(
-            f"{model} v{version} has no reference sample ({path}); register it with its "
-            "training data to monitor drift"
-        )
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
-        raise DriftInputError(f"reference sample {path} is unreadable: {exc}") from exc
-
-
-def _write(settings: Settings, report: DriftReport, target: Path, say: Progress) -> None:
+def _write(
+    settings: Settings, report: DriftReport, target: Path, say: Progress, html: bool
+) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    say("writing drift.html (Evidently)")
-    try:
-        write_html(report, target / HTML_FILE)
-        report.files = {"json": JSON_FILE, "html": HTML_FILE}
-    except Exception as exc:  # the numbers stay valid without their pictures
-        log.exception("drift.html of run %s could not be rendered", report.run_id)
-        report.files = {"json": JSON_FILE, "html": None}
-        report.html_error = f"{type(exc).__name__}: {exc}"
+    report.files = {"json": JSON_FILE, "html": None}
+    if html:
+        _write_html(report, target, say)
     if settings.pushgateway_url:
         say(f"pushing gauges to {settings.pushgateway_url}")
         try:
@@ -200,6 +194,16 @@ def _write(settings: Settings, report: DriftReport, target: Path, say: Progress)
             log.warning("pushing drift gauges to %s failed: %s", settings.pushgateway_url, exc)
             report.pushed, report.push_error = False, str(exc)
     _write_json(target / JSON_FILE, report)
+
+
+def _write_html(report: DriftReport, target: Path, say: Progress) -> None:
+    say("writing drift.html (Evidently)")
+    try:
+        write_html(report, target / HTML_FILE)
+        report.files["html"] = HTML_FILE
+    except Exception as exc:  # the numbers stay valid without their pictures
+        log.exception("drift.html of run %s could not be rendered", report.run_id)
+        report.html_error = f"{type(exc).__name__}: {exc}"
 
 
 def _write_json(path: Path, report: DriftReport) -> None:

@@ -10,6 +10,7 @@ categorical feature of the manifest (one with ``categories``). Each segment valu
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import orjson
 import pandas as pd
@@ -19,6 +20,9 @@ from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import DriftInputError, analyse
 from monitoring.drift.result import SegmentResult, Segments, Status, VersionResult
 from monitoring.drift.window import WindowSample
+
+if TYPE_CHECKING:
+    from monitoring.drift.reference import ReferenceStats
 
 METADATA_COLUMN = "metadata"
 MISSING = "(missing)"  # rows whose request did not carry the key
@@ -71,6 +75,7 @@ def analyse_segments(
     manifest: Manifest,
     cfg: DriftConfig,
     key: str,
+    stats: ReferenceStats | None = None,
 ) -> Segments:
     """Segments of the window's sample (at most ``drift_max_rows`` rows, gathered while the log
     streamed): a segment's rows, drift and realized accuracy are those of its sampled rows."""
@@ -80,7 +85,7 @@ def analyse_segments(
     results: list[SegmentResult] = []
     for value, rows in labels.value_counts(sort=True).items():
         part = current[labels == value]
-        result = analyse(part, reference, manifest, seg_cfg)
+        result = analyse(part, reference, manifest, seg_cfg, stats)
         result.evidence = None  # the HTML report shows the whole window only
         results.append(_summary(str(value), int(rows), result))
     results.sort(key=_worst_first)

@@ -46,6 +46,14 @@ RuleOpt = Annotated[
         "(default VIGIL_DRIFT_RULE, importance)."
     ),
 ]
+HtmlOpt = Annotated[
+    bool,
+    typer.Option(
+        "--html/--no-html",
+        help="Render drift.html with Evidently (default on; its cost does not grow with the "
+        "window, about 15 s; --no-html writes drift.json only).",
+    ),
+]
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:
@@ -169,6 +177,7 @@ def run_cmd(
     fail_on_drift: Annotated[
         bool, typer.Option(help=f"Exit {EXIT_DRIFT} when drift is detected.")
     ] = False,
+    html: HtmlOpt = True,
 ) -> None:
     """Analyse one window of logged traffic against each served version's reference sample."""
     from model_store.errors import StoreError
@@ -181,7 +190,14 @@ def run_cmd(
     try:
         with console.status(f"drift of {model}…") as status:
             report = run_drift(
-                settings, model, start, end, out, cfg=cfg, progress=lambda m: status.update(m)
+                settings,
+                model,
+                start,
+                end,
+                out,
+                cfg=cfg,
+                progress=lambda m: status.update(m),
+                html=html,
             )
     except (StoreError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -205,6 +221,7 @@ def schedule_cmd(
     ] = None,
     drift_share: ShareOpt = None,
     rule: RuleOpt = None,
+    html: HtmlOpt = True,
 ) -> None:
     """Run the drift job every interval in the foreground until SIGTERM or SIGINT (exit 0)."""
     from model_store.store import ModelStore
@@ -227,7 +244,7 @@ def schedule_cmd(
         for name in names:
             stamp = _stamp()
             try:
-                report = run_drift(settings, name, cfg=cfg)
+                report = run_drift(settings, name, cfg=cfg, html=html)
             except Exception as exc:  # one model's failure must not stop the loop
                 print(f"{stamp} {name} error: {type(exc).__name__}: {exc}", flush=True)
                 continue
