@@ -73,7 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     iolog = build_iolog(settings, metrics)
     if not settings.iolog_enabled:
         metrics.iolog_healthy.set(1)  # switched off on purpose is not unhealthy
-    dataplane = DataPlane(registry, iolog, metrics, max_rows=settings.max_rows)
+    dataplane = DataPlane(
+        registry, iolog, metrics, max_rows=settings.max_rows,
+        shadow_timeout_s=settings.shadow_timeout_s,
+    )  # fmt: skip
 
     def on_switch(old: LoadedModel | None, new: LoadedModel) -> None:
         if old is not None:
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.model_info.labels(new.name, str(new.version), new.sha256, "1").set(1)
 
     registry.on_switch(on_switch)
+    registry.on_route(metrics.set_route)
     registry.on_load(lambda model, version: metrics.model_loads.labels(model, str(version)).inc())
     registry.on_unload(
         lambda model, version: metrics.model_unloads.labels(model, str(version)).inc()
