@@ -30,6 +30,7 @@ from service.http.fastpath import VigilApp
 from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
 from service.metrics import Metrics, forget_dead_workers, multiprocess_dir
+from service.offline.autopilot import Autopilot
 from service.settings import Settings
 
 log = logging.getLogger("vigil")
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     registry.on_switch(on_switch)
     registry.on_route(metrics.set_route)
+    autopilot = Autopilot(settings, registry.store, metrics)
     registry.on_load(lambda model, version: metrics.model_loads.labels(model, str(version)).inc())
     registry.on_unload(
         lambda model, version: metrics.model_unloads.labels(model, str(version)).inc()
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background = [
             asyncio.create_task(registry.follow(settings.alias_poll_s)),
             asyncio.create_task(metrics.flush_forever()),
+            asyncio.create_task(autopilot.run()),
         ]
         _freeze_heap()
         try:
@@ -114,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await asyncio.to_thread(autopilot.close)
             await iolog.stop()
             registry.close()
             metrics.flush()

@@ -272,3 +272,96 @@ def test_shadow_rows_survive_a_kill_9_under_load(
     assert (acked["primary"] == want).all() and (acked["shadow"] == want).all()
     assert not df.duplicated(["request_id", "row", "role"]).any()
     assert np.array_equal(df.loc[df["role"] == "shadow", "version"].unique(), [2])
+
+
+# -- the automatic loop -----------------------------------------------------------------------
+EVAL_S = 0.5
+
+
+@pytest.fixture
+def auto_serving(settings: Settings) -> Iterator[tuple[FastAPI, TestClient]]:
+    app = create_app(settings.model_copy(update={"rollout_eval_s": EVAL_S}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield app, client
+
+
+def _until_ended(client: TestClient, store: ModelStore, rows: list[Row], timeout: float) -> float:
+    """Send traffic until the rollout ends; the seconds that took."""
+    start = time.monotonic()
+    i = 0
+    while Rollouts(store).current(MODEL) is not None:
+        assert time.monotonic() - start < timeout, "the automatic loop did not act in time"
+        r = client.post(URL, json={"instances": [rows[i % len(rows)]]})
+        assert r.status_code == 200, r.text
+        i += 1
+    return time.monotonic() - start
+
+
+def test_auto_aborts_a_failing_candidate_within_the_bound(
+    auto_serving: tuple[FastAPI, TestClient], store: ModelStore, rows: list[Row]
+) -> None:
+    app, client = auto_serving
+    faulty = register_faulty(store, MODEL, 1)
+    state = Rollouts(store).start(MODEL, faulty, Mode.SHADOW, auto=True)
+    _wait_route(app, state.revision)
+    # the candidate fails on ~45 % of rows from the first request: the abort must come within
+    # two evaluation intervals (plus the time to read the window)
+    took = _until_ended(client, store, rows, timeout=2 * EVAL_S + 5)
+    assert took <= 2 * EVAL_S + 5
+    last = store.changes(MODEL)[-1]
+    assert (last.action.value, last.who) == ("rollout_abort", "auto")
+    assert last.gates and any(
+        g["name"] == "max_error_rate" and g["verdict"] == "fail" for g in last.gates
+    )
+    assert store.resolve(MODEL) == 1
+    _wait_route(app, None)
+    assert (
+        f'vigil_rollout_aborts_total{{model="{MODEL}",who="auto"}} 1.0'
+        in client.get("/metrics").text
+    )
+
+
+def test_auto_advances_through_the_schedule_to_promote(
+    auto_serving: tuple[FastAPI, TestClient], store: ModelStore, rows: list[Row]
+) -> None:
+    _app, client = auto_serving
+    gates = {"min_requests": 20, "min_duration_s": 0.0, "min_agreement": 0.5,
+             "max_p99_ratio": 20.0, "metric_margin": None}  # fmt: skip
+    Rollouts(store).start(MODEL, 2, Mode.SHADOW, auto=True, gates=gates)
+    _until_ended(client, store, rows, timeout=60)
+    assert store.resolve(MODEL) == 2
+    auto = [(e.action.value, e.details.get("percent")) for e in store.changes(MODEL)[-3:]]
+    assert auto == [("rollout_step", 5.0), ("rollout_step", 25.0), ("rollout_promote", 25.0)]
+    assert all(e.who == "auto" and e.gates for e in store.changes(MODEL)[-3:])
+
+
+def test_only_one_replica_holds_the_lease(store: ModelStore) -> None:
+    from model_store.lease import acquire, release
+
+    assert acquire(store, MODEL, "a", 30, now=1000)
+    assert not acquire(store, MODEL, "b", 30, now=1010)
+    assert acquire(store, MODEL, "a", 30, now=1020)  # renewed
+    assert acquire(store, MODEL, "b", 30, now=1051)  # a's expired: b takes over
+    release(store, MODEL, "a")  # not a's any more: nothing happens
+    assert not acquire(store, MODEL, "a", 30, now=1060)
+
+
+def test_an_automatic_action_on_a_stale_state_changes_nothing(
+    store: ModelStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.metrics import Metrics
+    from service.offline import autopilot
+
+    rollouts = Rollouts(store)
+    stale = rollouts.start(MODEL, 2, Mode.SHADOW, auto=True)
+    rollouts.step(MODEL, 10, reason="a person stepped first")
+    monkeypatch.setattr(
+        autopilot, "rollout_report", lambda *_a: {"decision": "abort", "gate_results": []}
+    )
+    pilot = autopilot.Autopilot(settings, store, Metrics())
+    from datetime import UTC, datetime
+
+    assert pilot._evaluate(stale, datetime.now(UTC)) is None
+    now = rollouts.current(MODEL)
+    assert now is not None and (now.revision, now.percent) == (2, 10)
+    assert [e.who for e in store.changes(MODEL)][-1] != "auto"
