@@ -42,7 +42,11 @@ GRAFANA_VALUES = {
 }
 # Counters with a label per failure cause only exist once that failure happened; a healthy
 # run cannot show them, so expressions built only on them may be empty.
-FAILURE_ONLY = {"vigil_model_load_failures_total", "vigil_iolog_failures_total"}
+FAILURE_ONLY = {
+    "vigil_model_load_failures_total",
+    "vigil_iolog_failures_total",
+    "vigil_rollout_aborts_total",
+}
 
 FIRES, QUIET, EITHER = "fires", "quiet", "either"
 # What each alert expression must return in this scenario (healthy service, every input
@@ -59,6 +63,7 @@ ALERT_EXPECTATIONS = {
     "VigilIOLogBacklogGrowing": QUIET,
     "VigilIOLogSegmentsQuarantined": QUIET,
     "VigilUnloggedPredictions": QUIET,
+    "VigilRolloutAutoAborted": QUIET,
     "VigilDataDrift": FIRES,
     "VigilPredictionDrift": FIRES,  # the drifted inputs move the predictions too
     "VigilModelPerformanceDrop": FIRES,  # and the model is wrong on them (true labels sent)
