@@ -46,6 +46,16 @@ FAILURE_ONLY = {
     "vigil_model_load_failures_total",
     "vigil_iolog_failures_total",
     "vigil_rollout_aborts_total",
+    # Series of a running rollout (this scenario runs none): a shadow, a canary, the gates.
+    "vigil_shadow_duration_seconds_count",
+    "vigil_shadow_duration_seconds_bucket",
+    "vigil_shadow_failures_total",
+    "vigil_rollout_mode",
+    "vigil_rollout_canary_percent",
+    "vigil_rollout_candidate_version",
+    "vigil_rollout_revision",
+    "vigil_rollout_gate",
+    "vigil_rollout_agreement",
 }
 
 FIRES, QUIET, EITHER = "fires", "quiet", "either"
