@@ -286,14 +286,17 @@ def auto_serving(settings: Settings) -> Iterator[tuple[FastAPI, TestClient]]:
 
 
 def _until_ended(client: TestClient, store: ModelStore, rows: list[Row], timeout: float) -> float:
-    """Send traffic until the rollout ends; the seconds that took."""
+    """Send traffic until the rollout ends and its last history entry is written; the seconds
+    that took (the entry is appended just after rollout.json goes)."""
     start = time.monotonic()
     i = 0
-    while Rollouts(store).current(MODEL) is not None:
+    ending = {"rollout_abort", "rollout_promote"}
+    while store.changes(MODEL)[-1].action.value not in ending:
         assert time.monotonic() - start < timeout, "the automatic loop did not act in time"
         r = client.post(URL, json={"instances": [rows[i % len(rows)]]})
         assert r.status_code == 200, r.text
         i += 1
+    assert Rollouts(store).current(MODEL) is None
     return time.monotonic() - start
 
 

@@ -307,11 +307,9 @@ class DataPlane:
             # Latency the candidate would have given: the request's own, its model time swapped.
             shadow_latency = max(latency - pred.model_seconds + shadow.seconds, 0.0)
             copy = self._shadow_record(record, shadow, shadow_latency)
-            # Scheduled first, so both frames are in the same group commit (one write, one
-            # fsync): an acknowledged request has its shadow row too, even after a kill -9.
-            logged = asyncio.ensure_future(self.iolog.append(copy))
-            await self.iolog.append(record)
-            await logged
+            # One write (and fsync) for both: an acknowledged request has its shadow row too,
+            # even after a kill -9.
+            await self.iolog.append_many((record, copy))
             self.metrics.observe_shadow(
                 shadow.model.name, str(shadow.model.version), 200 if shadow.pred else 500,
                 shadow_latency, shadow.error is not None,
