@@ -74,7 +74,12 @@ class Autopilot:
             if state is None or not state.auto:
                 continue
             ttl = LEASE_INTERVALS * self.interval_s
-            if not acquire(self.store, model, self.holder, ttl):
+            try:
+                held = acquire(self.store, model, self.holder, ttl)
+            except (StoreError, OSError) as exc:  # a read-only store: another replica may act
+                log.warning("cannot take the rollout lease of %s: %s", model, exc)
+                held = False
+            if not held:
                 self._held.discard(model)
                 continue
             self._held.add(model)
