@@ -77,6 +77,13 @@ def test_canary_serves_its_share_sticky_by_request_id(
     for _ in range(20):  # retries with the same id land on the same version
         assert _predict(client, rows[0], canary_id) == 2
         assert _predict(client, rows[0], primary_id) == 1
+    # without an id, the generated one decides, and a retry with it gets the same version
+    answers = [
+        client.post(URL, json={"instances": [rows[i % len(rows)]]}).json() for i in range(400)
+    ]
+    assert abs(100 * sum(a["version"] == 2 for a in answers) / 400 - 30) <= 8
+    for a in answers[:20]:
+        assert _predict(client, rows[0], a["request_id"]) == a["version"]
     # explicit versions bypass routing
     assert _predict(client, rows[0], canary_id, f"/v1/models/{MODEL}/versions/1/predict") == 1
     assert _predict(client, rows[0], primary_id, f"/v1/models/{MODEL}/versions/2/predict") == 2
