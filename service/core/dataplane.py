@@ -10,14 +10,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
 
 from model_store.errors import VersionNotFoundError
-from service.core.codec_v1 import decode_v1_json
-from service.core.codec_v2 import decode_v2_json, encode_v2
+from service.core.codec_v1 import V1Request, decode_v1_json
+from service.core.codec_v2 import V2Request, decode_v2_json, encode_v2
 from service.core.loaded_model import LoadedModel, Prediction
 from service.core.registry import ModelRegistry
 from service.core.routing import Route
@@ -36,6 +36,17 @@ FEEDBACK_ENDPOINT = "feedback"
 # Metric label for a model or version the store does not know: one series, however many names.
 UNKNOWN_LABEL = "_unknown"
 _VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only, matched whole (no trailing newline)
+
+
+class _Decoded(Protocol):
+    @property
+    def x(self) -> np.ndarray: ...
+
+    @property
+    def request_id(self) -> str | None: ...
+
+
+_Req = TypeVar("_Req", bound=_Decoded)
 
 
 @dataclass(slots=True)
@@ -129,18 +140,42 @@ class DataPlane:
             return None  # the alias moved under the route: the follower rebuilds it
         return route
 
+    def _resolve(
+        self,
+        model_name: str,
+        version: int | None,
+        model: LoadedModel,
+        header_id: str | None,
+        decode: Callable[[LoadedModel], _Req],
+    ) -> tuple[LoadedModel, _Req, str, str, Route | None]:
+        """Who answers (``model``, or a canary's candidate), the decoded request, its id, the
+        row role, and the route when the request is also copied to a shadow."""
+        route = self._route(model_name, version, model)
+        role = PRIMARY
+        # A client's id is known before decoding: route first, decode once with the right codec.
+        if route is not None and header_id and route.serves(header_id):
+            model, role = route.candidate, CANARY
+        req = decode(model)
+        request_id = header_id or req.request_id or new_request_id()
+        if route is not None and not header_id and route.serves(request_id):
+            model, role = route.candidate, CANARY
+            if not route.same_schema:
+                req = decode(model)
+        shadowed = route is not None and role is PRIMARY and route.shadows(request_id)
+        return model, req, request_id, role, route if shadowed else None
+
     async def _run_shadowed(
         self,
         primary: LoadedModel,
-        candidate: LoadedModel,
+        route: Route,
         x: np.ndarray,
-        same_schema: bool,
-        decode: Callable[[LoadedModel], np.ndarray],
+        decode: Callable[[LoadedModel], _Decoded],
     ) -> tuple[Prediction, Shadow]:
         """The primary's prediction (which alone reaches the client), and the candidate's run on
         the same request. Nothing the candidate does changes the primary's answer."""
+        candidate = route.candidate
         try:
-            cx = x if same_schema else decode(candidate)
+            cx = x if route.same_schema else decode(candidate).x
         except Exception as exc:  # the request does not fit the candidate's schema
             blank = np.full((x.shape[0], candidate.n_features), np.nan)
             return await self._run(primary, x), _failed_shadow(candidate, blank, exc, 0.0)
@@ -167,26 +202,20 @@ class DataPlane:
         started: float,
     ) -> Result:
         """``raw``: the JSON body as received; decoding is typed by the model's features."""
+
+        def decode(m: LoadedModel) -> V1Request:
+            return decode_v1_json(raw, m, self.max_rows)
+
         v = parse_version(version)
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        route = self._route(model_name, v, model)
-        role = PRIMARY
-        if route is not None and header_id and route.serves(header_id):
-            model, role = route.candidate, CANARY
-        req = decode_v1_json(raw, model, self.max_rows)
-        request_id = header_id or req.request_id or new_request_id()
-        if route is not None and not header_id and route.serves(request_id):
-            model, role = route.candidate, CANARY
-            if not route.same_schema:
-                req = decode_v1_json(raw, model, self.max_rows)
+        model, req, request_id, role, shadow_route = self._resolve(
+            model_name, v, model, header_id, decode
+        )
         shadow: Shadow | None = None
-        if route is not None and role is PRIMARY and route.shadows(request_id):
-            pred, shadow = await self._run_shadowed(
-                model, route.candidate, req.x, route.same_schema,
-                lambda m: decode_v1_json(raw, m, self.max_rows).x,
-            )  # fmt: skip
-        else:
+        if shadow_route is None:
             pred = await self._run(model, req.x)
+        else:
+            pred, shadow = await self._run_shadowed(model, shadow_route, req.x, decode)
         check_prediction(pred, "instances")
         names = model.class_names
         labels = model.class_names_arr[pred.labels].tolist()
@@ -219,26 +248,20 @@ class DataPlane:
     ) -> Result:
         """``head``: the JSON part of the body as received; ``binary``: the tensor bytes after
         it (binary data extension), empty without."""
+
+        def decode(m: LoadedModel) -> V2Request:
+            return decode_v2_json(head, binary, m, self.max_rows)
+
         v = parse_version(version)
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        route = self._route(model_name, v, model)
-        role = PRIMARY
-        if route is not None and header_id and route.serves(header_id):
-            model, role = route.candidate, CANARY
-        req = decode_v2_json(head, binary, model, self.max_rows)
-        request_id = header_id or req.request_id or new_request_id()
-        if route is not None and not header_id and route.serves(request_id):
-            model, role = route.candidate, CANARY
-            if not route.same_schema:
-                req = decode_v2_json(head, binary, model, self.max_rows)
+        model, req, request_id, role, shadow_route = self._resolve(
+            model_name, v, model, header_id, decode
+        )
         shadow: Shadow | None = None
-        if route is not None and role is PRIMARY and route.shadows(request_id):
-            pred, shadow = await self._run_shadowed(
-                model, route.candidate, req.x, route.same_schema,
-                lambda m: decode_v2_json(head, binary, m, self.max_rows).x,
-            )  # fmt: skip
-        else:
+        if shadow_route is None:
             pred = await self._run(model, req.x)
+        else:
+            pred, shadow = await self._run_shadowed(model, shadow_route, req.x, decode)
         check_prediction(pred, "inputs")
         out, header_len = encode_v2(model, req, pred, request_id)
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started, role, shadow)
