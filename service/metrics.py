@@ -245,6 +245,13 @@ class Metrics(DeliveryMetrics):
             ["model", "version"],
             registry=r,
         )
+        self.canary_fallbacks = Counter(
+            "vigil_canary_fallbacks_total",
+            "Canary requests whose candidate answered non-finite numbers; the primary answered "
+            "them instead and the failure was logged as a canary row with status 500.",
+            ["model", "version"],
+            registry=r,
+        )
         self.rollout_mode = Gauge(
             "vigil_rollout_mode",
             "The model's running rollout: 0 none, 1 shadow, 2 canary (as this worker follows it).",
@@ -373,6 +380,10 @@ class Metrics(DeliveryMetrics):
         children[0].observe(seconds)
         if failed:
             children[1].inc()
+
+    def canary_fallback(self, model: str, version: str) -> None:
+        if self.enabled:
+            self.canary_fallbacks.labels(model, version).inc()
 
     def set_route(self, model: str, route: Route | None) -> None:
         """The rollout this worker follows for ``model`` (none: zeros)."""

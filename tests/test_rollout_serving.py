@@ -171,6 +171,31 @@ def test_a_candidate_failing_at_run_time_never_reaches_clients(
     assert len(ok) == 100 and set(ok["status"]) == {200}
 
 
+def test_a_canary_candidate_failing_at_run_time_hands_the_request_to_the_primary(
+    serving: tuple[FastAPI, TestClient], store: ModelStore, settings: Settings, rows: list[Row]
+) -> None:
+    app, client = serving
+    faulty = register_faulty(store, MODEL, 1)
+    state = Rollouts(store).start(MODEL, faulty, Mode.CANARY, percent=100)
+    _wait_route(app, state.revision)
+    for i in range(100):  # all 200: the candidate's answer where it is finite, else the primary's
+        want = 1 if rows[i]["mean_radius"] <= THRESHOLD else faulty
+        assert _predict(client, rows[i], f"k-{i}") == want
+    failing = sum(rows[i]["mean_radius"] <= THRESHOLD for i in range(100))
+    line = f'vigil_canary_fallbacks_total{{model="{MODEL}",version="{faulty}"}} {float(failing)}'
+    assert line in client.get("/metrics").text
+    client.__exit__(None, None, None)
+    df = _wait_logged(settings)
+    df = df[df["request_id"].str.startswith("k-")]
+    failed = df[(df["role"] == "canary") & (df["status"] == 500)]
+    assert len(failed) == failing and set(failed["version"]) == {faulty}
+    assert failed["metadata"].str.contains(SHADOW_ERROR_KEY).all()
+    answered = df[df["status"] == 200]
+    assert len(answered) == 100 and answered["request_id"].is_unique
+    assert set(answered.loc[answered["version"] == 1, "role"]) == {"primary"}
+    assert set(answered.loc[answered["version"] == faulty, "role"]) == {"canary"}
+
+
 def test_an_unloadable_candidate_is_never_routed_to(
     serving: tuple[FastAPI, TestClient], store: ModelStore, rows: list[Row]
 ) -> None:

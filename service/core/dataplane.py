@@ -58,6 +58,7 @@ class Shadow:
     pred: Prediction | None
     error: str | None
     seconds: float  # the candidate's model time (or time to fail)
+    role: str = SHADOW  # CANARY: a canary candidate that failed, the primary answered instead
 
 
 @dataclass(slots=True)
@@ -149,7 +150,7 @@ class DataPlane:
         decode: Callable[[LoadedModel], _Req],
     ) -> tuple[LoadedModel, _Req, str, str, Route | None]:
         """Who answers (``model``, or a canary's candidate), the decoded request, its id, the
-        row role, and the route when the request is also copied to a shadow."""
+        row role, and the rollout's route (None: no rollout applies)."""
         route = self._route(model_name, version, model)
         role = PRIMARY
         # A client's id is known before decoding: route first, decode once with the right codec.
@@ -161,8 +162,34 @@ class DataPlane:
             model, role = route.candidate, CANARY
             if not route.same_schema:
                 req = decode(model)
-        shadowed = route is not None and role is PRIMARY and route.shadows(request_id)
-        return model, req, request_id, role, route if shadowed else None
+        return model, req, request_id, role, route
+
+    async def _serve_rollout(
+        self,
+        model: LoadedModel,
+        req: _Req,
+        role: str,
+        route: Route,
+        request_id: str,
+        decode: Callable[[LoadedModel], _Req],
+    ) -> tuple[LoadedModel, _Req, Prediction, str, Shadow | None]:
+        """Run a request during a rollout: (who answered, its request, prediction, role, the
+        candidate's extra row to log). A canary candidate whose output is not finite hands the
+        request to the primary (the client never gets the candidate's failure); the failure is
+        logged as a canary row with status 500, which the error-rate gate counts."""
+        if role is CANARY:
+            pred = await self._run(model, req.x)
+            if np.isfinite(pred.probabilities).all():
+                return model, req, pred, role, None
+            primary = route.primary
+            preq = req if route.same_schema else decode(primary)
+            error = "InvalidInput: the canary candidate's probabilities are not finite numbers"
+            failed = Shadow(model, req.x, None, error, pred.model_seconds, CANARY)
+            return primary, preq, await self._run(primary, preq.x), PRIMARY, failed
+        if route.shadows(request_id):
+            pred, shadow = await self._run_shadowed(model, route, req.x, decode)
+            return model, req, pred, role, shadow
+        return model, req, await self._run(model, req.x), role, None
 
     async def _run_shadowed(
         self,
@@ -208,14 +235,14 @@ class DataPlane:
 
         v = parse_version(version)
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        model, req, request_id, role, shadow_route = self._resolve(
-            model_name, v, model, header_id, decode
-        )
+        model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
         shadow: Shadow | None = None
-        if shadow_route is None:
+        if route is None:
             pred = await self._run(model, req.x)
         else:
-            pred, shadow = await self._run_shadowed(model, shadow_route, req.x, decode)
+            model, req, pred, role, shadow = await self._serve_rollout(
+                model, req, role, route, request_id, decode
+            )
         check_prediction(pred, "instances")
         names = model.class_names
         labels = model.class_names_arr[pred.labels].tolist()
@@ -254,14 +281,14 @@ class DataPlane:
 
         v = parse_version(version)
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        model, req, request_id, role, shadow_route = self._resolve(
-            model_name, v, model, header_id, decode
-        )
+        model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
         shadow: Shadow | None = None
-        if shadow_route is None:
+        if route is None:
             pred = await self._run(model, req.x)
         else:
-            pred, shadow = await self._run_shadowed(model, shadow_route, req.x, decode)
+            model, req, pred, role, shadow = await self._serve_rollout(
+                model, req, role, route, request_id, decode
+            )
         check_prediction(pred, "inputs")
         out, header_len = encode_v2(model, req, pred, request_id)
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started, role, shadow)
@@ -333,10 +360,13 @@ class DataPlane:
             # One write (and fsync) for both: an acknowledged request has its shadow row too,
             # even after a kill -9.
             await self.iolog.append_many((record, copy))
-            self.metrics.observe_shadow(
-                shadow.model.name, str(shadow.model.version), 200 if shadow.pred else 500,
-                shadow_latency, shadow.error is not None,
-            )  # fmt: skip
+            if shadow.role == SHADOW:
+                self.metrics.observe_shadow(
+                    shadow.model.name, str(shadow.model.version), 200 if shadow.pred else 500,
+                    shadow_latency, shadow.error is not None,
+                )  # fmt: skip
+            else:
+                self.metrics.canary_fallback(shadow.model.name, str(shadow.model.version))
         self.metrics.observe(
             model.name,
             str(model.version),
@@ -365,7 +395,7 @@ class DataPlane:
             version=cand.version, sha256=cand.sha256, endpoint=primary.endpoint,
             status=200 if shadow.error is None else 500, latency_s=latency,
             feature_names=cand.feature_names, inputs=shadow.x, class_names=cand.class_names,
-            labels=labels, probabilities=proba, metadata=metadata, role=SHADOW,
+            labels=labels, probabilities=proba, metadata=metadata, role=shadow.role,
         )  # fmt: skip
 
     async def reject(
