@@ -178,13 +178,19 @@ class DataPlane:
         request to the primary (the client never gets the candidate's failure); the failure is
         logged as a canary row with status 500, which the error-rate gate counts."""
         if role is CANARY:
-            pred = await self._run(model, req.x)
-            if np.isfinite(pred.probabilities).all():
-                return model, req, pred, role, None
+            start = time.perf_counter()
+            try:
+                pred = await self._run(model, req.x)
+            except Exception as exc:  # the candidate's fault: its request passed its schema
+                log.warning("canary candidate %s v%s failed: %r", model.name, model.version, exc)
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            else:
+                if np.isfinite(pred.probabilities).all():
+                    return model, req, pred, role, None
+                error = "InvalidInput: the canary candidate's probabilities are not finite numbers"
             primary = route.primary
             preq = req if route.same_schema else decode(primary)
-            error = "InvalidInput: the canary candidate's probabilities are not finite numbers"
-            failed = Shadow(model, req.x, None, error, pred.model_seconds, CANARY)
+            failed = Shadow(model, req.x, None, error, time.perf_counter() - start, CANARY)
             return primary, preq, await self._run(primary, preq.x), PRIMARY, failed
         if route.shadows(request_id):
             pred, shadow = await self._run_shadowed(model, route, req.x, decode)
