@@ -213,7 +213,7 @@ def test_an_unloadable_candidate_is_never_routed_to(
         raise AssertionError("the candidate's load was never tried")
     ready = client.get("/v2/health/ready")
     assert ready.status_code == 200  # the primary keeps serving: still ready
-    assert _registry(app).route(MODEL) is None
+    assert _registry(app).route(MODEL) is None and _registry(app).pinned(MODEL) == {1}
     assert {_predict(client, rows[i], f"u-{i}") for i in range(50)} == {1}
     assert (
         f'vigil_model_load_failures_total{{model="{MODEL}",version="2"}}'

@@ -356,6 +356,7 @@ class ModelRegistry:
                     candidate = self.get(model, cand)
                 except StoreError as exc:
                     log.error("not routing %s to candidate v%s: %s", model, cand, exc)
+                    self.unpin(model, cand)
                     candidate = None
                 if candidate is not None:
                     new = Route.build(rollout, primary, candidate)
