@@ -30,6 +30,7 @@ from service.http.fastpath import VigilApp
 from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
 from service.metrics import Metrics, forget_dead_workers, multiprocess_dir
+from service.offline.autopilot import Autopilot
 from service.settings import Settings
 
 log = logging.getLogger("vigil")
@@ -73,7 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     iolog = build_iolog(settings, metrics)
     if not settings.iolog_enabled:
         metrics.iolog_healthy.set(1)  # switched off on purpose is not unhealthy
-    dataplane = DataPlane(registry, iolog, metrics, max_rows=settings.max_rows)
+    dataplane = DataPlane(
+        registry, iolog, metrics, max_rows=settings.max_rows,
+        shadow_timeout_s=settings.shadow_timeout_s,
+    )  # fmt: skip
 
     def on_switch(old: LoadedModel | None, new: LoadedModel) -> None:
         if old is not None:
@@ -81,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.model_info.labels(new.name, str(new.version), new.sha256, "1").set(1)
 
     registry.on_switch(on_switch)
+    registry.on_route(metrics.set_route)
+    autopilot = Autopilot(settings, registry.store, metrics)
     registry.on_load(lambda model, version: metrics.model_loads.labels(model, str(version)).inc())
     registry.on_unload(
         lambda model, version: metrics.model_unloads.labels(model, str(version)).inc()
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background = [
             asyncio.create_task(registry.follow(settings.alias_poll_s)),
             asyncio.create_task(metrics.flush_forever()),
+            asyncio.create_task(autopilot.run()),
         ]
         _freeze_heap()
         try:
@@ -110,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await asyncio.to_thread(autopilot.close)
             await iolog.stop()
             registry.close()
             metrics.flush()

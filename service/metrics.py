@@ -15,7 +15,7 @@ import asyncio
 import os
 from bisect import bisect_left
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,6 +35,9 @@ MODEL_BUCKETS = (
     0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+if TYPE_CHECKING:
+    from service.core.routing import Route  # metrics.py is ground: no import of core at run time
+
 # Another worker's /metrics sees this process's last observations at most this late.
 FLUSH_INTERVAL_S = 0.5
 
@@ -152,8 +155,9 @@ class Metrics(DeliveryMetrics):
         r = self.registry
         self.request_seconds = Histogram(
             "vigil_request_duration_seconds",
-            "Time from request received to response ready, by model, version, endpoint, status.",
-            ["model", "version", "endpoint", "status"],
+            "Time from request received to response ready, by model, version, endpoint, status "
+            "and role (primary, or canary: the rollout's candidate answered).",
+            ["model", "version", "endpoint", "status", "role"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -226,6 +230,86 @@ class Metrics(DeliveryMetrics):
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.shadow_seconds = Histogram(
+            "vigil_shadow_duration_seconds",
+            "Latency a shadow candidate would have given (the request's, its model time "
+            "swapped for the candidate's), by model, version and status (500: it failed).",
+            ["model", "version", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "vigil_shadow_failures_total",
+            "Shadow runs of a rollout candidate that failed (exception, non-finite output, too "
+            "slow); the client got the primary's answer.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.canary_fallbacks = Counter(
+            "vigil_canary_fallbacks_total",
+            "Canary requests whose candidate answered non-finite numbers; the primary answered "
+            "them instead and the failure was logged as a canary row with status 500.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.rollout_mode = Gauge(
+            "vigil_rollout_mode",
+            "The model's running rollout: 0 none, 1 shadow, 2 canary (as this worker follows it).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_percent = Gauge(
+            "vigil_rollout_canary_percent",
+            "Share of requests the rollout's candidate answers (canary), in percent.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_candidate = Gauge(
+            "vigil_rollout_candidate_version",
+            "Version of the running rollout's candidate (0: none).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_revision = Gauge(
+            "vigil_rollout_revision",
+            "Revision of the running rollout (bumped by each change; 0: none).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_gate = Gauge(
+            "vigil_rollout_gate",
+            "Last verdict of each gate of the automatic loop: 1 pass, 0 fail, -1 no data or "
+            "skipped.",
+            ["model", "gate"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_agreement = Gauge(
+            "vigil_rollout_agreement",
+            "Share of shadow rows where candidate and primary predict alike (last evaluation).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_actions = Counter(
+            "vigil_rollout_actions_total",
+            "Rollout changes made by the automatic loop, by action (step, promote, abort).",
+            ["model", "action", "who"],
+            registry=r,
+        )
+        self.rollout_aborts = Counter(
+            "vigil_rollout_aborts_total",
+            "Rollouts aborted by this worker's automatic loop (who=auto): a safety gate failed.",
+            ["model", "who"],
+            registry=r,
+        )
+        self._shadow_children: dict[
+            tuple[str, str, int], tuple[HistogramBuffer, CounterBuffer]
+        ] = {}
         self._children: dict[
             tuple[str, ...], tuple[HistogramBuffer, HistogramBuffer | None, HistogramBuffer | None]
         ] = {}
@@ -259,16 +343,18 @@ class Metrics(DeliveryMetrics):
         seconds: float,
         rows: int,
         model_seconds: float | None,
+        role: str = "primary",
     ) -> None:
         if not self.enabled:
             return
-        key = (model, version, endpoint, str(status))
+        key = (model, version, endpoint, str(status), role)
         children = self._children.get(key)
         if children is None:
             # Rows and model time exist only for requests that reached the model.
             served = model_seconds is not None
+            latency = self.request_seconds.labels(model, version, endpoint, str(status), role)
             children = (
-                self._histogram(self.request_seconds.labels(model, version, endpoint, str(status))),
+                self._histogram(latency),
                 self._histogram(self.rows.labels(model, version, endpoint)) if served else None,
                 self._histogram(self.model_seconds.labels(model, version)) if served else None,
             )
@@ -277,6 +363,41 @@ class Metrics(DeliveryMetrics):
         if model_seconds is not None and children[1] is not None and children[2] is not None:
             children[1].observe(rows)
             children[2].observe(model_seconds)
+
+    def observe_shadow(
+        self, model: str, version: str, status: int, seconds: float, failed: bool
+    ) -> None:
+        if not self.enabled:
+            return
+        key = (model, version, status)
+        children = self._shadow_children.get(key)
+        if children is None:
+            children = (
+                self._histogram(self.shadow_seconds.labels(model, version, str(status))),
+                self.counter(self.shadow_failures.labels(model, version)),
+            )
+            self._shadow_children[key] = children
+        children[0].observe(seconds)
+        if failed:
+            children[1].inc()
+
+    def canary_fallback(self, model: str, version: str) -> None:
+        if self.enabled:
+            self.canary_fallbacks.labels(model, version).inc()
+
+    def set_route(self, model: str, route: Route | None) -> None:
+        """The rollout this worker follows for ``model`` (none: zeros)."""
+        if not self.enabled:
+            return
+        if route is None:
+            mode, percent, candidate, revision = 0, 0.0, 0, 0
+        else:
+            mode = 1 if route.mode == "shadow" else 2
+            percent, candidate, revision = route.percent, route.candidate.version, route.revision
+        self.rollout_mode.labels(model).set(mode)
+        self.rollout_percent.labels(model).set(percent)
+        self.rollout_candidate.labels(model).set(candidate)
+        self.rollout_revision.labels(model).set(revision)
 
     def error(self, endpoint: str, kind: str) -> None:
         if self.enabled:

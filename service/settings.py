@@ -192,6 +192,23 @@ class Settings(BaseSettings):
     alias_poll_s: float = Field(
         1.0, gt=0, description="How often the store's aliases are checked for promote/rollback."
     )
+    rollout_eval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the automatic rollout loop evaluates the gates of a rollout "
+        "started with auto (one replica at a time, holding the model's rollout lease).",
+    )
+    rollout_schedule: list[float] = Field(
+        default_factory=lambda: [5.0, 25.0],
+        description="Canary percentages the automatic loop steps through after shadow; the "
+        "step after the last promotes.",
+    )
+    shadow_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="A shadow candidate slower than this on a large batch is logged as failed "
+        "and no longer waited for (small batches run inline, in microseconds).",
+    )
     train_demo_if_empty: bool = Field(
         True, description="`vigil serve` trains and registers the demo model if the store is empty."
     )

@@ -521,3 +521,44 @@ def test_sigkill_under_load_with_postgres_loses_nothing(
     assert load.acked
     vigil_server(env=_env(pg_dsn))  # the new process takes over the dead one's spool
     _assert_exactly_once(_wait_until_stored(pg_dsn, load.acked), load.acked)
+
+
+def test_a_table_from_before_roles_is_migrated_and_keeps_shadow_rows(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """A predictions table keyed on (request_id, row) gains ``role`` (old rows: primary) and the
+    wider key, so a shadow row and its primary row are both stored and read back."""
+    name = predictions_table_name(MODEL)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+    store = PostgresStore(pg_dsn)
+    now = time.time()
+    store.deliver(_frames(tmp_path, [_record("old", 1, np.ones((1, 3)), now, {})]), "old")
+    store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as an older Vigil made it
+        conn.execute(f'ALTER TABLE "{name}" DROP CONSTRAINT "{name}_pkey"')
+        conn.execute(f'ALTER TABLE "{name}" DROP COLUMN role')
+        conn.execute(f'ALTER TABLE "{name}" ADD PRIMARY KEY (request_id, "row")')
+    x = np.ones((2, 3))
+    record = IORecord(
+        "pair", now + 1, MODEL, 1, "sha-1", "v1_predict", 200, 0.002, FEATURES, x, CLASSES,
+        np.zeros(2, "i4"), np.full((2, 2), 0.5, "f4"), {},
+    )  # fmt: skip
+    shadow = IORecord(
+        "pair", now + 1, MODEL, 2, "sha-2", "v1_predict", 500, 0.002, FEATURES, x, CLASSES,
+        np.zeros(2, "i4"), np.full((2, 2), np.nan, "f4"), {}, role="shadow",
+    )  # fmt: skip
+    blobs = []
+    for r in (record, shadow):
+        schema = Schema.build(r, None)
+        blobs.append(schema.frame() + encode_prediction(r, schema, None))
+    store = PostgresStore(pg_dsn)
+    for _ in range(2):  # redelivery adds nothing
+        store.deliver(_frames(tmp_path, blobs), "pair")
+    df = store.read_predictions(MODEL, None, None, None)
+    store.close()
+    roles = sorted(zip(df["request_id"], df["row"], df["role"], strict=True))
+    assert roles == [("old", 0, "primary"), ("pair", 0, "primary"), ("pair", 0, "shadow"),
+                     ("pair", 1, "primary"), ("pair", 1, "shadow")]  # fmt: skip
+    failed = df[df["role"] == "shadow"]
+    assert set(failed["status"]) == {500} and failed["prediction"].isna().all()

@@ -143,7 +143,9 @@ def test_made_up_model_and_version_names_add_no_series(client: TestClient, rows:
         assert client.post(path, json=body).status_code == 404
     before = _labelled_series(client.get("/metrics").text)
     assert any('model="_unknown"' in s for s in before)
-    assert any(f'model="{DEMO_MODEL}",status="404",version="_unknown"' in s for s in before)
+    assert any(
+        f'model="{DEMO_MODEL}",role="primary",status="404",version="_unknown"' in s for s in before
+    )
     # In the app's own event loop (the client's portal), without a thread hop per request.
     statuses = client.portal.call(_post_all, client.app, _made_up_requests(10_000, rows[0]))
     assert set(statuses) == {404}

@@ -115,6 +115,12 @@ SCENARIOS: dict[str, Scenario] = {
         [{"instance": I["instance"]}],
         [_series("vigil_iolog_unlogged_records_total", I, "0x10")],
     ),
+    "VigilRolloutAutoAborted": (
+        [_series("vigil_rollout_aborts_total", {**I, "model": "m", "who": "auto"}, "0 1x10")],
+        3,
+        [{"model": "m"}],
+        [_series("vigil_rollout_aborts_total", {**I, "model": "m", "who": "cli"}, "0 1x10")],
+    ),
     "VigilDataDrift": (
         [_series("vigil_drift_dataset_drift", {**D, "version": "1"}, "1x5")],
         3,

@@ -42,7 +42,21 @@ GRAFANA_VALUES = {
 }
 # Counters with a label per failure cause only exist once that failure happened; a healthy
 # run cannot show them, so expressions built only on them may be empty.
-FAILURE_ONLY = {"vigil_model_load_failures_total", "vigil_iolog_failures_total"}
+FAILURE_ONLY = {
+    "vigil_model_load_failures_total",
+    "vigil_iolog_failures_total",
+    "vigil_rollout_aborts_total",
+    # Series of a running rollout (this scenario runs none): a shadow, a canary, the gates.
+    "vigil_shadow_duration_seconds_count",
+    "vigil_shadow_duration_seconds_bucket",
+    "vigil_shadow_failures_total",
+    "vigil_rollout_mode",
+    "vigil_rollout_canary_percent",
+    "vigil_rollout_candidate_version",
+    "vigil_rollout_revision",
+    "vigil_rollout_gate",
+    "vigil_rollout_agreement",
+}
 
 FIRES, QUIET, EITHER = "fires", "quiet", "either"
 # What each alert expression must return in this scenario (healthy service, every input
@@ -59,6 +73,7 @@ ALERT_EXPECTATIONS = {
     "VigilIOLogBacklogGrowing": QUIET,
     "VigilIOLogSegmentsQuarantined": QUIET,
     "VigilUnloggedPredictions": QUIET,
+    "VigilRolloutAutoAborted": QUIET,
     "VigilDataDrift": FIRES,
     "VigilPredictionDrift": FIRES,  # the drifted inputs move the predictions too
     "VigilModelPerformanceDrop": FIRES,  # and the model is wrong on them (true labels sent)

@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
 
 from model_store.errors import VersionNotFoundError
-from service.core.codec_v1 import decode_v1_json
-from service.core.codec_v2 import decode_v2_json, encode_v2
+from service.core.codec_v1 import V1Request, decode_v1_json
+from service.core.codec_v2 import V2Request, decode_v2_json, encode_v2
 from service.core.loaded_model import LoadedModel, Prediction
 from service.core.registry import ModelRegistry
+from service.core.routing import Route
 from service.core.validation import check_prediction, decode_feedback
 from service.errors import InvalidInput
 from service.iolog.base import IOLog
+from service.iolog.frames import CANARY, PRIMARY, SHADOW
 from service.iolog.record import IORecord, RejectedRecord
 from service.metrics import Metrics
+
+log = logging.getLogger("vigil.dataplane")
 
 V1_ENDPOINT = "v1_predict"
 V2_ENDPOINT = "v2_infer"
@@ -30,6 +36,29 @@ FEEDBACK_ENDPOINT = "feedback"
 # Metric label for a model or version the store does not know: one series, however many names.
 UNKNOWN_LABEL = "_unknown"
 _VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only, matched whole (no trailing newline)
+
+
+class _Decoded(Protocol):
+    @property
+    def x(self) -> np.ndarray: ...
+
+    @property
+    def request_id(self) -> str | None: ...
+
+
+_Req = TypeVar("_Req", bound=_Decoded)
+
+
+@dataclass(slots=True)
+class Shadow:
+    """The candidate's run on a copy of a request: its input, and its output or why it failed."""
+
+    model: LoadedModel
+    x: np.ndarray
+    pred: Prediction | None
+    error: str | None
+    seconds: float  # the candidate's model time (or time to fail)
+    role: str = SHADOW  # CANARY: a canary candidate that failed, the primary answered instead
 
 
 @dataclass(slots=True)
@@ -46,6 +75,27 @@ _id_counter = itertools.count(1)
 def new_request_id() -> str:
     """Unique without a syscall: a random per-process prefix and a counter (32 hex chars)."""
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
+# Metadata key of a shadow row whose candidate failed: why (the row's status is 500).
+SHADOW_ERROR_KEY = "vigil_shadow_error"
+
+
+def _shadow_run(candidate: LoadedModel, x: np.ndarray) -> Shadow:
+    """Run the candidate; any failure (exception, non-finite output) becomes the shadow's error."""
+    start = time.perf_counter()
+    try:
+        pred = candidate.predict(x)
+        check_prediction(pred, "instances")
+    except Exception as exc:
+        return _failed_shadow(candidate, x, exc, time.perf_counter() - start)
+    return Shadow(candidate, x, pred, None, pred.model_seconds)
+
+
+def _failed_shadow(candidate: LoadedModel, x: np.ndarray, exc: BaseException, s: float) -> Shadow:
+    if not isinstance(exc, InvalidInput):
+        log.warning("shadow candidate %s v%s failed: %r", candidate.name, candidate.version, exc)
+    return Shadow(candidate, x, None, f"{type(exc).__name__}: {exc}"[:500], s)
 
 
 def parse_version(version: str | None) -> int | None:
@@ -65,18 +115,116 @@ class DataPlane:
         *,
         max_rows: int,
         inline_max_rows: int = 256,
+        shadow_timeout_s: float = 1.0,
     ) -> None:
         self.registry = registry
         self.iolog = iolog
         self.metrics = metrics
         self.max_rows = max_rows
         self.inline_max_rows = inline_max_rows
+        # A shadow candidate slower than this on a large batch is logged as failed; the client
+        # waits for it no longer (small batches run inline: microseconds).
+        self.shadow_timeout_s = shadow_timeout_s
 
     async def _run(self, model: LoadedModel, x: np.ndarray) -> Prediction:
         # Small batches run inline (microseconds); large ones leave the event loop free.
         if x.shape[0] <= self.inline_max_rows:
             return model.predict(x)
         return await asyncio.to_thread(model.predict, x)
+
+    def _route(self, model_name: str, version: int | None, model: LoadedModel) -> Route | None:
+        """The rollout route of a request for the served default; explicit versions bypass it."""
+        if version is not None:
+            return None
+        route = self.registry.route(model_name)
+        if route is None or route.primary is not model:
+            return None  # the alias moved under the route: the follower rebuilds it
+        return route
+
+    def _resolve(
+        self,
+        model_name: str,
+        version: int | None,
+        model: LoadedModel,
+        header_id: str | None,
+        decode: Callable[[LoadedModel], _Req],
+    ) -> tuple[LoadedModel, _Req, str, str, Route | None]:
+        """Who answers (``model``, or a canary's candidate), the decoded request, its id, the
+        row role, and the rollout's route (None: no rollout applies)."""
+        route = self._route(model_name, version, model)
+        role = PRIMARY
+        # A client's id is known before decoding: route first, decode once with the right codec.
+        if route is not None and header_id and route.serves(header_id):
+            model, role = route.candidate, CANARY
+        req = decode(model)
+        request_id = header_id or req.request_id or new_request_id()
+        if route is not None and not header_id and route.serves(request_id):
+            model, role = route.candidate, CANARY
+            if not route.same_schema:
+                req = decode(model)
+        return model, req, request_id, role, route
+
+    async def _serve_rollout(
+        self,
+        model: LoadedModel,
+        req: _Req,
+        role: str,
+        route: Route,
+        request_id: str,
+        decode: Callable[[LoadedModel], _Req],
+    ) -> tuple[LoadedModel, _Req, Prediction, str, Shadow | None]:
+        """Run a request during a rollout: (who answered, its request, prediction, role, the
+        candidate's extra row to log). A canary candidate whose output is not finite hands the
+        request to the primary (the client never gets the candidate's failure); the failure is
+        logged as a canary row with status 500, which the error-rate gate counts."""
+        if role is CANARY:
+            start = time.perf_counter()
+            try:
+                pred = await self._run(model, req.x)
+            except Exception as exc:  # the candidate's fault: its request passed its schema
+                log.warning("canary candidate %s v%s failed: %r", model.name, model.version, exc)
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            else:
+                if np.isfinite(pred.probabilities).all():
+                    return model, req, pred, role, None
+                error = "InvalidInput: the canary candidate's probabilities are not finite numbers"
+            primary = route.primary
+            preq = req if route.same_schema else decode(primary)
+            failed = Shadow(model, req.x, None, error, time.perf_counter() - start, CANARY)
+            return primary, preq, await self._run(primary, preq.x), PRIMARY, failed
+        if route.shadows(request_id):
+            pred, shadow = await self._run_shadowed(model, route, req.x, decode)
+            return model, req, pred, role, shadow
+        return model, req, await self._run(model, req.x), role, None
+
+    async def _run_shadowed(
+        self,
+        primary: LoadedModel,
+        route: Route,
+        x: np.ndarray,
+        decode: Callable[[LoadedModel], _Decoded],
+    ) -> tuple[Prediction, Shadow]:
+        """The primary's prediction (which alone reaches the client), and the candidate's run on
+        the same request. Nothing the candidate does changes the primary's answer."""
+        candidate = route.candidate
+        try:
+            cx = x if route.same_schema else decode(candidate).x
+        except Exception as exc:  # the request does not fit the candidate's schema
+            blank = np.full((x.shape[0], candidate.n_features), np.nan)
+            return await self._run(primary, x), _failed_shadow(candidate, blank, exc, 0.0)
+        if x.shape[0] <= self.inline_max_rows:
+            pred = primary.predict(x)
+            return pred, _shadow_run(candidate, cx)
+        # Large batches: both at once in threads, so the client waits for the slower, not both.
+        first = asyncio.to_thread(primary.predict, x)
+        second = asyncio.ensure_future(asyncio.to_thread(_shadow_run, candidate, cx))
+        pred = await first
+        try:
+            shadow = await asyncio.wait_for(asyncio.shield(second), self.shadow_timeout_s)
+        except TimeoutError:
+            err = TimeoutError(f"the candidate took over {self.shadow_timeout_s} s")
+            shadow = _failed_shadow(candidate, cx, err, self.shadow_timeout_s)
+        return pred, shadow
 
     async def predict_v1(
         self,
@@ -87,11 +235,20 @@ class DataPlane:
         started: float,
     ) -> Result:
         """``raw``: the JSON body as received; decoding is typed by the model's features."""
+
+        def decode(m: LoadedModel) -> V1Request:
+            return decode_v1_json(raw, m, self.max_rows)
+
         v = parse_version(version)
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        req = decode_v1_json(raw, model, self.max_rows)
-        request_id = header_id or req.request_id or new_request_id()
-        pred = await self._run(model, req.x)
+        model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
+        shadow: Shadow | None = None
+        if route is None:
+            pred = await self._run(model, req.x)
+        else:
+            model, req, pred, role, shadow = await self._serve_rollout(
+                model, req, role, route, request_id, decode
+            )
         check_prediction(pred, "instances")
         names = model.class_names
         labels = model.class_names_arr[pred.labels].tolist()
@@ -108,7 +265,9 @@ class DataPlane:
                 "predictions": predictions,
             }
         )
-        await self._finish(model, V1_ENDPOINT, request_id, req.x, pred, req.metadata, started)
+        await self._finish(
+            model, V1_ENDPOINT, request_id, req.x, pred, req.metadata, started, role, shadow
+        )
         return Result(out, request_id)
 
     async def infer_v2(
@@ -122,14 +281,23 @@ class DataPlane:
     ) -> Result:
         """``head``: the JSON part of the body as received; ``binary``: the tensor bytes after
         it (binary data extension), empty without."""
+
+        def decode(m: LoadedModel) -> V2Request:
+            return decode_v2_json(head, binary, m, self.max_rows)
+
         v = parse_version(version)
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        req = decode_v2_json(head, binary, model, self.max_rows)
-        request_id = header_id or req.request_id or new_request_id()
-        pred = await self._run(model, req.x)
+        model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
+        shadow: Shadow | None = None
+        if route is None:
+            pred = await self._run(model, req.x)
+        else:
+            model, req, pred, role, shadow = await self._serve_rollout(
+                model, req, role, route, request_id, decode
+            )
         check_prediction(pred, "inputs")
         out, header_len = encode_v2(model, req, pred, request_id)
-        await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started)
+        await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started, role, shadow)
         return Result(out, request_id, header_len)
 
     async def feedback(self, body: Any, started: float, source: str) -> int:
@@ -167,26 +335,44 @@ class DataPlane:
         pred: Prediction,
         metadata: dict[str, str],
         started: float,
+        role: str = PRIMARY,
+        shadow: Shadow | None = None,
     ) -> None:
         latency = time.perf_counter() - started
-        await self.iolog.append(
-            IORecord(
-                request_id=request_id,
-                received_at=time.time() - latency,
-                model=model.name,
-                version=model.version,
-                sha256=model.sha256,
-                endpoint=endpoint,
-                status=200,
-                latency_s=latency,
-                feature_names=model.feature_names,
-                inputs=x,
-                class_names=model.class_names,
-                labels=pred.labels,
-                probabilities=pred.probabilities,
-                metadata=metadata,
-            )
+        received_at = time.time() - latency
+        record = IORecord(
+            request_id=request_id,
+            received_at=received_at,
+            model=model.name,
+            version=model.version,
+            sha256=model.sha256,
+            endpoint=endpoint,
+            status=200,
+            latency_s=latency,
+            feature_names=model.feature_names,
+            inputs=x,
+            class_names=model.class_names,
+            labels=pred.labels,
+            probabilities=pred.probabilities,
+            metadata=metadata,
+            role=role,
         )
+        if shadow is None:
+            await self.iolog.append(record)
+        else:
+            # Latency the candidate would have given: the request's own, its model time swapped.
+            shadow_latency = max(latency - pred.model_seconds + shadow.seconds, 0.0)
+            copy = self._shadow_record(record, shadow, shadow_latency)
+            # One write (and fsync) for both: an acknowledged request has its shadow row too,
+            # even after a kill -9.
+            await self.iolog.append_many((record, copy))
+            if shadow.role == SHADOW:
+                self.metrics.observe_shadow(
+                    shadow.model.name, str(shadow.model.version), 200 if shadow.pred else 500,
+                    shadow_latency, shadow.error is not None,
+                )  # fmt: skip
+            else:
+                self.metrics.canary_fallback(shadow.model.name, str(shadow.model.version))
         self.metrics.observe(
             model.name,
             str(model.version),
@@ -195,7 +381,28 @@ class DataPlane:
             time.perf_counter() - started,
             int(x.shape[0]),
             pred.model_seconds,
+            role,
         )
+
+    @staticmethod
+    def _shadow_record(primary: IORecord, shadow: Shadow, latency: float) -> IORecord:
+        cand = shadow.model
+        rows = shadow.x.shape[0]
+        if shadow.pred is not None:
+            labels, proba = shadow.pred.labels, shadow.pred.probabilities
+        else:
+            labels = np.zeros(rows, np.int64)
+            proba = np.full((rows, len(cand.class_names)), np.nan, np.float32)
+        metadata = primary.metadata
+        if shadow.error is not None:
+            metadata = {**metadata, SHADOW_ERROR_KEY: shadow.error}
+        return IORecord(
+            request_id=primary.request_id, received_at=primary.received_at, model=cand.name,
+            version=cand.version, sha256=cand.sha256, endpoint=primary.endpoint,
+            status=200 if shadow.error is None else 500, latency_s=latency,
+            feature_names=cand.feature_names, inputs=shadow.x, class_names=cand.class_names,
+            labels=labels, probabilities=proba, metadata=metadata, role=shadow.role,
+        )  # fmt: skip
 
     async def reject(
         self,

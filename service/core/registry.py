@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 
 import onnxruntime as ort
 
+from model_store.rollout import Rollouts
 from model_store.store import ModelStore
 from service.core.loaded_model import LoadedModel
+from service.core.routing import Route
 from service.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
@@ -78,6 +80,10 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], Future[LoadedModel]] = {}
         self._pins: dict[str, set[int]] = {}
+        self._rollouts = Rollouts(store)
+        # model → the rollout the data plane follows; replaced whole, read with one lookup.
+        self._routes: dict[str, Route] = {}
+        self._route_listeners: list[Callable[[str, Route | None], None]] = []
         self._tick = itertools.count()
         self._loader = ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="vigil-load")
 
@@ -93,10 +99,19 @@ class ModelRegistry:
     def on_unload(self, listener: VersionListener) -> None:
         self._unload_listeners.append(listener)
 
+    def on_route(self, listener: Callable[[str, Route | None], None]) -> None:
+        """Called (in the follower thread) when a model's rollout route changes or ends."""
+        self._route_listeners.append(listener)
+
     def close(self) -> None:
         self._loader.shutdown(wait=False, cancel_futures=True)
 
     # -- hot path ----------------------------------------------------------------------------
+    def route(self, model: str) -> Route | None:
+        """The rollout this worker follows for ``model``; None when none runs (or its candidate
+        cannot serve here)."""
+        return self._routes.get(model)
+
     def peek(self, model: str, version: int | None = None) -> LoadedModel | None:
         """The default or a loaded version, None if ``version`` is not loaded. Never loads."""
         state = self._models.get(model)
@@ -306,6 +321,62 @@ class ModelRegistry:
                 self._switch(model, target)
             except StoreError as exc:
                 log.error("not switching %s to v%s: %s", model, target, exc)
+        for model in self.store.models():
+            self._follow_rollout(model)
+
+    def _follow_rollout(self, model: str) -> None:
+        """Load and pin the running rollout's candidate, then route to it; unroute and unpin
+        when the rollout ends. A candidate that cannot load is never routed to."""
+        try:
+            rollout = self._rollouts.current(model)
+        except StoreError as exc:
+            log.error("cannot read the rollout of %s: %s", model, exc)
+            rollout = None
+        old = self._routes.get(model)
+        state = self._models.get(model)
+        primary = state.default if state else None
+        new: Route | None = None
+        if rollout is not None and primary is not None:
+            cand = rollout.candidate_version
+            if (
+                old is not None
+                and old.candidate.version == cand
+                and old.revision == rollout.revision
+            ):
+                new = (
+                    old if old.primary is primary else Route.build(rollout, primary, old.candidate)
+                )
+            elif cand == primary.version:
+                new = None  # promoted: the alias already serves it
+            elif state is not None and cand in state.failures:
+                new = None  # already refused; retried on reload (retry_failed)
+            else:
+                self.pin(model, cand)
+                try:
+                    candidate = self.get(model, cand)
+                except StoreError as exc:
+                    log.error("not routing %s to candidate v%s: %s", model, cand, exc)
+                    self.unpin(model, cand)
+                    candidate = None
+                if candidate is not None:
+                    new = Route.build(rollout, primary, candidate)
+        if new is old:
+            return
+        if new is None:
+            self._routes.pop(model, None)
+        else:
+            self._routes[model] = new
+        if old is not None and (new is None or new.candidate.version != old.candidate.version):
+            self.unpin(model, old.candidate.version)
+        if new is None and rollout is not None:
+            self.unpin(model, rollout.candidate_version)
+        log.info(
+            "%s: %s", model,
+            f"rollout route {new.mode} to v{new.candidate.version} (revision {new.revision})"
+            if new else "no rollout route",
+        )  # fmt: skip
+        for listener in self._route_listeners:
+            listener(model, new)
 
     def retry_failed(self) -> None:
         for state in self._models.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from service.errors import LogUnavailable
@@ -11,6 +12,10 @@ from service.iolog.record import IORecord, RejectedRecord
 class IOLog(Protocol):
     async def append(self, record: IORecord) -> None:
         """Return once the record is durable per the fsync policy; raise LogUnavailable if not."""
+
+    async def append_many(self, records: Sequence[IORecord]) -> None:
+        """``append`` for records that must be durable together (a primary row and its shadow):
+        one write, all or none."""
 
     async def append_rejected(self, record: RejectedRecord) -> None: ...
 
@@ -34,6 +39,9 @@ class DisabledIOLog:
     """VIGIL_IOLOG_ENABLED=false: nothing is recorded (the benchmark's 'logging off' variant)."""
 
     async def append(self, record: IORecord) -> None:
+        return None
+
+    async def append_many(self, records: Sequence[IORecord]) -> None:
         return None
 
     async def append_rejected(self, record: RejectedRecord) -> None:

@@ -36,6 +36,10 @@ REJECTED = "rejected"
 FEEDBACK = "feedback"
 # Source of labels whose sender was not recorded (frames and tables from before sources).
 UNKNOWN_SOURCE = "unknown"
+# Who answered a logged row (the ``role`` column): the served version, outside a rollout and
+# during one; the candidate on a copy of the request (shadow); the candidate serving (canary).
+PRIMARY, SHADOW, CANARY = "primary", "shadow", "canary"
+ROLES = (PRIMARY, SHADOW, CANARY)
 _KIND = {"p": PREDICTIONS, "r": REJECTED, "f": FEEDBACK, "s": "schema"}
 
 
@@ -120,6 +124,8 @@ def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) ->
         "l": record.latency_s,
         "n": record.rows,
     }
+    if record.role != PRIMARY:  # most frames: the header stays as it was before roles
+        header["r"] = record.role
     if pii is not None:
         if schema.hashed:
             idx = {n: i for i, n in enumerate(record.feature_names)}

@@ -27,6 +27,26 @@ def key_hashes(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
     return np.asarray(mixed, dtype=np.uint64)
 
 
+def row_keys(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """The key of a logged row: ``key_hashes`` of its (request_id, row), mixed with its role
+    when that is not primary, so that a shadow row and the primary row of the same request are
+    two rows (and old files, without roles, keep their keys). Labels join on ``key_hashes``."""
+    h = key_hashes(batch)
+    if "role" not in batch.schema.names:
+        return h
+    role = batch.column("role")
+    if isinstance(role, pa.ChunkedArray):
+        role = role.combine_chunks()
+    roles = role.fill_null("primary").to_numpy(zero_copy_only=False)
+    other = roles != "primary"
+    if other.any():
+        with np.errstate(over="ignore"):
+            salt = pd.util.hash_array(roles[other].astype(object), categorize=False)
+            h = h.copy()
+            h[other] = h[other] ^ (salt * _GOLDEN + np.uint64(1))
+    return h
+
+
 class SeenKeys:
     """Keys already emitted, so a record read twice (spool and store) counts once."""
 

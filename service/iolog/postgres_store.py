@@ -79,7 +79,9 @@ _HEAD = [  # (column, type) every predictions table starts with, in the Parquet 
     ("status", "integer"),
     ("latency_s", "double precision"),
 ]
-_TAIL = [("prediction", "text"), ("metadata", "jsonb")]
+_TAIL = [("prediction", "text"), ("metadata", "jsonb"), ("role", "text NOT NULL DEFAULT 'primary'")]
+# A shadow row shares request_id and row with its primary row: the role is part of the key.
+_PREDICTIONS_KEY = '(request_id, "row", role)'
 _FEEDBACK_KEY = '(model, request_id, "row", received_at, item)'
 # Tables made before feedback history kept one label per (model, request_id, row): add the
 # columns, widen the key. Each step is a no-op once done; replicas run it under the DDL lock.
@@ -267,10 +269,11 @@ class PostgresStore:
                 sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in (*_HEAD, *_TAIL)
             )
             conn.execute(
-                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY (request_id, {}))").format(
-                    target, cols, sql.Identifier("row")
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY {})").format(
+                    target, cols, sql.SQL(_PREDICTIONS_KEY)
                 )
             )
+            _migrate_roles(conn, name)
             conn.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (received_at)").format(
                     sql.Identifier(f"vigil_ix_{_short_hash(name, 16)}"), target
@@ -592,6 +595,32 @@ def _migrate_feedback(conn: psycopg.Connection[Any]) -> None:
     log.info("migrated %s to keep every label (history)", FEEDBACK_TABLE)
 
 
+def _migrate_roles(conn: psycopg.Connection[Any], name: str) -> None:
+    """Give a predictions table from before rollouts its role column (old rows: primary) and a
+    key that includes it. A no-op once done; run under the DDL lock."""
+    target = sql.Identifier(name)
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'primary'"
+        ).format(target)
+    )
+    row = conn.execute(
+        "SELECT conname, array_length(conkey, 1) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype = 'p'",
+        (name,),
+    ).fetchone()
+    if row is not None and row[1] == 3:
+        return
+    if row is not None:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(target, sql.Identifier(row[0]))
+        )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD PRIMARY KEY {}").format(target, sql.SQL(_PREDICTIONS_KEY))
+    )
+    log.info("migrated %s: rows carry their role (primary, shadow, canary)", name)
+
+
 # -- helpers for reading ---------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Column:
@@ -612,6 +641,7 @@ _FIXED_TYPES = {
     "latency_s": pa.float64(),
     "prediction": pa.string(),
     "metadata": pa.string(),
+    "role": pa.string(),
 }
 _KIND_TYPES = {"feature": pa.float64(), "hashed": pa.string(), "proba": pa.float64()}
 
@@ -666,6 +696,7 @@ def _ordered_columns(catalog: dict[int, list[_Column]]) -> list[_Column]:
             _fixed("prediction"),
             *(c for c in body if c.kind == "proba"),
             _fixed("metadata"),
+            _fixed("role"),
         ):
             out.setdefault(c.name, c)
     return list(out.values())

@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, read_frames
-from service.iolog.labels import Labels, SeenKeys, key_hashes, latest_labels
+from service.iolog.frames import FEEDBACK, PREDICTIONS, PRIMARY, REJECTED, read_frames
+from service.iolog.labels import Labels, SeenKeys, key_hashes, latest_labels, row_keys
 from service.iolog.parquet_store import CorruptLogFile
 from service.iolog.schema import (
     FEEDBACK_SCHEMA,
@@ -44,12 +44,13 @@ __all__ = [
     "read_predictions",
     "read_rejected",
 ]
-KEY = ["request_id", "row"]
+KEY = ["request_id", "row", "role"]  # a shadow row shares request_id and row with its primary
+ROLE = "role"
 _EMPTY = pa.schema(  # an empty window still exports the log's fixed columns
     [("request_id", pa.string()), ("row", pa.int32()), ("received_at", TS),
      ("model", pa.string()), ("version", pa.int64()), ("sha256", pa.string()),
      ("endpoint", pa.string()), ("status", pa.int32()), ("latency_s", pa.float64()),
-     ("prediction", pa.string()), ("metadata", pa.string())]
+     ("prediction", pa.string()), ("metadata", pa.string()), ("role", pa.string())]
 )  # fmt: skip
 BATCH_ROWS = 65_536
 LABEL = "label"
@@ -100,11 +101,16 @@ def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBa
     arrays = []
     for f in schema:
         if f.name not in names:
-            arrays.append(pa.nulls(n, f.type))
+            # Rows logged before rollouts had roles were all served by the primary.
+            arrays.append(
+                pa.array([PRIMARY] * n, f.type) if f.name == ROLE else pa.nulls(n, f.type)
+            )
             continue
         col = batch.column(f.name)
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()
+        if f.name == ROLE and col.null_count:
+            col = col.fill_null(PRIMARY)
         arrays.append(col if col.type == f.type else col.cast(f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -162,15 +168,14 @@ class PredictionStream:
                 yield batch.slice(start, self._batch_rows)
 
     def _fresh(self, batch: pa.RecordBatch | pa.Table, seen: SeenKeys) -> pa.RecordBatch:
-        hashes = key_hashes(batch)
-        mask = seen.fresh(hashes)
+        mask = seen.fresh(row_keys(batch))
         if not mask.all():
-            batch, hashes = batch.filter(pa.array(mask)), hashes[mask]
+            batch = batch.filter(pa.array(mask))
         out = _conform(batch, self.schema)
         if self._labels is not None:
-            out = out.set_column(
-                self.schema.get_field_index(LABEL), LABEL, self._labels.lookup(hashes)
-            )
+            # Every role of a row holds the label sent for its (request_id, row).
+            labels = self._labels.lookup(key_hashes(batch))
+            out = out.set_column(self.schema.get_field_index(LABEL), LABEL, labels)
         return out
 
 
@@ -197,6 +202,8 @@ def open_predictions(
     store = open_store(settings)
     sources = store.prediction_batches(model, version, since, until, wanted, batch_rows)
     schema = _unify([*(t.schema for t in spool), *(s.schema for s in sources)]) or _EMPTY
+    if ROLE not in schema.names:
+        schema = schema.append(pa.field(ROLE, pa.string()))
     labels = None
     if with_labels:
         fb_spool = _spool_feedback(settings, model)
@@ -226,13 +233,13 @@ def read_predictions(
     if not batches:
         return _empty_predictions(with_labels)
     df = pa.Table.from_batches(batches, stream.schema).to_pandas()
-    df = df.sort_values(["received_at", "request_id", "row"], kind="stable")
+    df = df.sort_values(["received_at", "request_id", "row", "role"], kind="stable")
     return df.reset_index(drop=True)
 
 
 def _empty_predictions(with_labels: bool) -> pd.DataFrame:
     cols = ["request_id", "row", "received_at", "model", "version", "sha256", "endpoint",
-            "status", "latency_s", "prediction", "metadata"]  # fmt: skip
+            "status", "latency_s", "prediction", "metadata", "role"]  # fmt: skip
     if with_labels:
         cols.append("label")
     df = pd.DataFrame({c: pd.Series(dtype=object) for c in cols})

@@ -25,6 +25,8 @@ class IORecord:
     labels: np.ndarray  # int64 class indices [rows]
     probabilities: np.ndarray  # float32 [rows, n_classes]
     metadata: dict[str, str]
+    # primary | shadow | canary (service/iolog/schema.py ROLES); who answered, in a rollout
+    role: str = "primary"
 
     @property
     def rows(self) -> int:

@@ -2,7 +2,8 @@
 
 predictions (partitioned model=/version=/date=): request_id, row, received_at, sha256, endpoint,
   status, latency_s, <feature…> (float64; PII-hashed features as string), prediction,
-  proba_<class…> (float64), metadata (JSON string); names a feature may not take are in
+  proba_<class…> (float64), metadata (JSON string), role (primary | shadow | canary; files
+  written before rollouts lack it and read as primary); names a feature may not take are in
   ``model_store.log_columns`` (registration refuses them)
 rejected (partitioned date=): request_id, received_at, model, version, endpoint, status, error, body
 feedback (partitioned model=/date=): request_id, row, label, received_at, source; every label
@@ -22,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from model_store.log_columns import proba_column
-from service.iolog.frames import UNKNOWN_SOURCE, Frame
+from service.iolog.frames import PRIMARY, UNKNOWN_SOURCE, Frame
 
 if TYPE_CHECKING:
     import pandas as pd  # the writer side (deliverer) does without pandas
@@ -101,7 +102,9 @@ def predictions_table(frames: list[Frame]) -> pa.Table:
     for name in schema.hashed:
         cols[name] = pa.array([v for h in headers for v in h["h"][name]], pa.string())
     classes = np.asarray(schema.classes, dtype=object)
-    cols["prediction"] = pa.array(classes[rec["label"]].tolist(), pa.string())
+    status = cols["status"].to_numpy(zero_copy_only=False)
+    # A failed row (a shadow candidate that raised) has no prediction.
+    cols["prediction"] = pa.array(classes[rec["label"]].tolist(), pa.string(), mask=status >= 500)
     p = rec["p"].astype(np.float64)
     for j, cname in enumerate(schema.classes):
         cols[proba_column(cname)] = pa.array(np.ascontiguousarray(p[:, j]))
@@ -109,6 +112,7 @@ def predictions_table(frames: list[Frame]) -> pa.Table:
         per_row([orjson.dumps(h["md"]).decode() if "md" in h else "{}" for h in headers]),
         pa.string(),
     )
+    cols["role"] = pa.array(per_row([h.get("r", PRIMARY) for h in headers]), pa.string())
     return pa.table(cols)
 
 

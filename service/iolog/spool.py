@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -231,19 +231,31 @@ class SpoolIOLog:
         return self._pii[key]
 
     async def append(self, record: IORecord) -> None:
+        frame = self._encode(record)
+        if frame is not None:
+            await self._submit(frame, record.rows, PREDICTIONS)
+
+    async def append_many(self, records: Sequence[IORecord]) -> None:
+        """Records of one request (a primary row and its shadow) in one frame group: written by
+        the same ``write`` (and fsync), so they are durable together or not at all."""
+        frames = [f for f in map(self._encode, records) if f is not None]
+        if frames:
+            await self._submit(b"".join(frames), sum(r.rows for r in records), PREDICTIONS)
+
+    def _encode(self, record: IORecord) -> bytes | None:
         try:
             pii = self._pii_rules(record.model, record.version)
         except LogUnavailable:  # its PII policy is unknown: never log it in clear
             if self.settings.on_log_failure is not OnLogFailure.SERVE:
                 raise
             self.metrics.iolog_unlogged.inc(record.rows)
-            return
+            return None
         key = (record.model, record.version, record.sha256)
         schema = self._schemas.get(key)
         if schema is None:
             schema = self._schemas[key] = Schema.build(record, pii)
         self._pending_schemas[schema.key] = schema
-        await self._submit(encode_prediction(record, schema, pii), record.rows, PREDICTIONS)
+        return encode_prediction(record, schema, pii)
 
     async def append_rejected(self, record: RejectedRecord) -> None:
         # The client already gets an error; a log failure here is counted and visible.

@@ -25,9 +25,8 @@ def read_rollout_window(settings: Settings, state: RolloutState) -> pd.DataFrame
     with their status so that the comparison counts them; there is no latency or prediction.
     """
     versions = {state.primary_version, state.candidate_version}
-    # NB for the serving side: read_predictions de-duplicates on (request_id, row); once shadow
-    # rows share those keys with their primary rows, it must key on (request_id, row, role)
-    # or the shadow half of every pair is dropped here.
+    # read_predictions de-duplicates on (request_id, row, role): shadow rows stay beside their
+    # primary rows.
     rows = read_predictions(settings, state.model, since=state.started_at)
     rows = rows[rows["version"].isin(versions)]
     rejected = read_rejected(settings, since=state.started_at)

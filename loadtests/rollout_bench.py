@@ -1,0 +1,105 @@
+"""What a rollout costs: ``python -m loadtests.rollout_bench [--duration 10] [--repeat 3]``.
+
+Single-row V1 predictions against Vigil as shipped with no rollout, with a shadow of every
+request (sample 1.0) and with a 10 % canary, in the same run and interleaved (one server at a
+time, pinned to one CPU; wrk on the other), medians over ``--repeat`` rounds. Targets: shadow
+costs at most 15 % of throughput with p99 at most 10 ms at 32 connections; a canary at most 3 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from loadtests import payloads
+from loadtests.servers import start_vigil, train_template
+from loadtests.wrk import run_wrk
+from model_store.demo import DEMO_MODEL
+from model_store.rollout import Mode, Rollouts
+from model_store.store import ModelStore
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+VARIANTS = ("none", "shadow", "canary")
+TARGETS = {"shadow": 0.85, "canary": 0.97}  # throughput kept, relative to no rollout
+P99_TARGET_MS = 10.0
+
+
+def _stores(template: Path, root: Path) -> dict[str, Path]:
+    out = {}
+    for variant in VARIANTS:
+        store_dir = root / variant / "models"
+        shutil.copytree(template, store_dir)
+        rollouts = Rollouts(ModelStore(store_dir))
+        if variant == "shadow":
+            rollouts.start(DEMO_MODEL, 2, Mode.SHADOW, sample=1.0)
+        elif variant == "canary":
+            rollouts.start(DEMO_MODEL, 2, Mode.CANARY, percent=10)
+        out[variant] = store_dir
+    return out
+
+
+def _measure(args: argparse.Namespace, store: Path, workdir: Path, body: Path) -> dict[str, Any]:
+    server = start_vigil(workdir.name, store, workdir.parent, {}, cpu=args.server_cpu)
+    try:
+        opts = {"connections": args.connections, "threads": 1, "cpu": args.wrk_cpu}
+        run_wrk(server.url + payloads.V1_PATH, body, duration_s=args.warmup, **opts)
+        r = run_wrk(server.url + payloads.V1_PATH, body, duration_s=args.duration, **opts)
+    finally:
+        server.stop()
+    return {"rps": r.rps, "p99_ms": r.p99_ms, "errors": r.errors + r.non_2xx}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--server-cpu", default="0")
+    p.add_argument("--wrk-cpu", default="1")
+    args = p.parse_args(argv)
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="vigil-rollout-bench-") as tmp:
+        root = Path(tmp)
+        stores = _stores(train_template(root / "template"), root / "stores")
+        body = root / "body.json"
+        body.write_bytes(payloads.v1_body([0]))
+        for i in range(args.repeat):
+            for variant in VARIANTS:
+                console.print(f"round {i + 1}/{args.repeat}: {variant}")
+                work = root / "runs" / f"{variant}-{i}"
+                runs[variant].append(_measure(args, stores[variant], work, body))
+    table = Table(title=f"single-row V1, {args.connections} connections, medians of {args.repeat}")
+    for col in ("rollout", "req/s", "p99 ms", "vs none", "target", "errors"):
+        table.add_column(col, justify="right")
+    base = statistics.median(r["rps"] for r in runs["none"])
+    missed = []
+    for variant in VARIANTS:
+        rps = statistics.median(r["rps"] for r in runs[variant])
+        p99 = statistics.median(r["p99_ms"] for r in runs[variant])
+        ratio = rps / base if base else 0.0
+        target = TARGETS.get(variant)
+        ok = target is None or (ratio >= target and (variant != "shadow" or p99 <= P99_TARGET_MS))
+        if not ok:
+            missed.append(variant)
+        wanted = "-" if target is None else f"≥ {target:.2f}"
+        if variant == "shadow":
+            wanted += f", p99 ≤ {P99_TARGET_MS:g}"
+        errors = str(sum(r["errors"] for r in runs[variant]))
+        table.add_row(variant, f"{rps:,.0f}", f"{p99:.1f}", f"{ratio:.3f}", wanted, errors)
+    console.print(table)
+    console.print(f"per round: {runs}")
+    console.print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
