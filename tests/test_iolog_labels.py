@@ -49,3 +49,17 @@ def test_seen_keys_pass_each_key_once() -> None:
     other_row = pa.table({"request_id": ["x"], "row": pa.array([1], pa.int32())})
     assert seen.fresh(key_hashes(other_row)).tolist() == [True]
     assert np.unique(key_hashes(first)).size == 2
+
+
+def test_seen_keys_agree_with_a_set_over_many_batches() -> None:
+    # Many batches of random sizes with repeats inside and across them: the runs merge in
+    # several patterns, and every answer must equal what a plain set would say.
+    rng = np.random.default_rng(7)
+    seen, reference = SeenKeys(), set()
+    for _ in range(60):
+        hashes = rng.integers(0, 5_000, size=int(rng.integers(1, 400)), dtype=np.uint64)
+        expected = []
+        for h in hashes.tolist():
+            expected.append(h not in reference)
+            reference.add(h)
+        assert seen.fresh(hashes).tolist() == expected
