@@ -101,9 +101,11 @@ def _file(
         proba_column(classes[1]): pa.array(p1),
         "metadata": pa.array(np.full(n, "{}")),
     }
-    for i, name in enumerate(schema.names):
-        if name not in cols:
-            cols[name] = pa.array(np.ascontiguousarray(values[:, i - 7]))
+    if "role" in schema.names:
+        cols["role"] = pa.array(np.full(n, "primary"))
+    # the rest are the features, in the demo data's column order
+    for j, name in enumerate([name for name in schema.names if name not in cols]):
+        cols[name] = pa.array(np.ascontiguousarray(values[:, j]))
     return pa.table([cols[n] for n in schema.names], schema=schema)
 
 

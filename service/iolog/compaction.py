@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from service.errors import Conflict
 from service.iolog.manifests import Manifest, Resolution, output_name, resolve
 from service.iolog.parquet_store import ParquetStore, _dates, put_object
+from service.iolog.schema import parquet_options
 
 log = logging.getLogger("vigil.iolog")
 LEASE_FILE = "_compaction.lease"
@@ -233,7 +234,7 @@ def _merge(store: ParquetStore, partition: str, names: list[str]) -> Manifest:
     compaction_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
     sink = pa.BufferOutputStream()
     rows = 0
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(sink, schema, **parquet_options(schema)) as writer:
         for path in paths:  # one input at a time: memory holds one file's batches, not the bin
             for batch in ds.dataset(
                 path, format="parquet", schema=schema, filesystem=fs

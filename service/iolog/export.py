@@ -15,6 +15,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from service.iolog.reader import LABEL, PredictionStream
+from service.iolog.schema import parquet_options
 
 SUFFIXES = (".parquet", ".csv")
 # Arrow prints microsecond timestamps' fraction after %S: 2026-01-31T12:00:00.250000Z.
@@ -55,7 +56,7 @@ def export(stream: PredictionStream, out: Path, progress: Progress | None = None
 @contextlib.contextmanager
 def _writer(suffix: str, path: Path, schema: pa.Schema) -> Any:
     if suffix == ".parquet":
-        with pq.ParquetWriter(path, schema, compression="zstd") as parquet:
+        with pq.ParquetWriter(path, schema, **parquet_options(schema)) as parquet:
             yield parquet.write_batch
         return
     text_schema = pa.schema(

@@ -32,6 +32,7 @@ from service.iolog.schema import (
     conform_feedback,
     feedback_table,
     group_frames,
+    parquet_options,
     predictions_table,
     rejected_table,
     with_model,
@@ -46,7 +47,7 @@ def _write_local(table: pa.Table, directory: Path, name: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"part-{name}.parquet"
     tmp = directory / f".part-{name}.parquet.tmp"
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, **parquet_options(table.schema))
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
@@ -71,7 +72,7 @@ def put_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> None:
 
 def parquet_bytes(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, **parquet_options(table.schema))
     return sink.getvalue()
 
 

@@ -152,6 +152,17 @@ def feedback_table(frames: list[Frame]) -> pa.Table:
     )
 
 
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """How every Parquet file of the log is written: zstd, with dictionary encoding for text
+    columns only. Ids, model, endpoint and labels repeat; float features almost never do, and
+    building (then dropping) their dictionaries made writing 2.5x slower: a 1 M-row export wrote
+    595k rows/s with dictionaries everywhere, 1.5 M rows/s with text ones, in a smaller file."""
+    text = [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    return {"compression": "zstd", "use_dictionary": text}
+
+
 def conform_feedback(table: pa.Table) -> pa.Table:
     """A feedback table in FEEDBACK_SCHEMA; files written before sources get ``unknown``."""
     if "source" not in table.column_names:
