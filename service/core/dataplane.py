@@ -141,6 +141,29 @@ class DataPlane:
             return None  # the alias moved under the route: the follower rebuilds it
         return route
 
+    async def _answer(
+        self,
+        model_name: str,
+        version: str | None,
+        header_id: str | None,
+        decode: Callable[[LoadedModel], _Req],
+        where: str,
+    ) -> tuple[LoadedModel, _Req, str, Prediction, str, Shadow | None]:
+        """One request of either protocol, resolved, decoded, routed and run: (who answered, its
+        request, its id, the prediction, the row role, the candidate's extra row to log)."""
+        v = parse_version(version)
+        model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
+        model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
+        shadow: Shadow | None = None
+        if route is None:
+            pred = await self._run(model, req.x)
+        else:
+            model, req, pred, role, shadow = await self._serve_rollout(
+                model, req, role, route, request_id, decode
+            )
+        check_prediction(pred, where)
+        return model, req, request_id, pred, role, shadow
+
     def _resolve(
         self,
         model_name: str,
@@ -239,17 +262,9 @@ class DataPlane:
         def decode(m: LoadedModel) -> V1Request:
             return decode_v1_json(raw, m, self.max_rows)
 
-        v = parse_version(version)
-        model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
-        shadow: Shadow | None = None
-        if route is None:
-            pred = await self._run(model, req.x)
-        else:
-            model, req, pred, role, shadow = await self._serve_rollout(
-                model, req, role, route, request_id, decode
-            )
-        check_prediction(pred, "instances")
+        model, req, request_id, pred, role, shadow = await self._answer(
+            model_name, version, header_id, decode, "instances"
+        )
         names = model.class_names
         labels = model.class_names_arr[pred.labels].tolist()
         probs = pred.probabilities.tolist()
@@ -285,17 +300,9 @@ class DataPlane:
         def decode(m: LoadedModel) -> V2Request:
             return decode_v2_json(head, binary, m, self.max_rows)
 
-        v = parse_version(version)
-        model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
-        model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
-        shadow: Shadow | None = None
-        if route is None:
-            pred = await self._run(model, req.x)
-        else:
-            model, req, pred, role, shadow = await self._serve_rollout(
-                model, req, role, route, request_id, decode
-            )
-        check_prediction(pred, "inputs")
+        model, req, request_id, pred, role, shadow = await self._answer(
+            model_name, version, header_id, decode, "inputs"
+        )
         out, header_len = encode_v2(model, req, pred, request_id)
         await self._finish(model, V2_ENDPOINT, request_id, req.x, pred, {}, started, role, shadow)
         return Result(out, request_id, header_len)
