@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,6 +62,18 @@ def settings(home: Path) -> Settings:
         compact_interval_s=0.2,
         spool_segment_seconds=0.5,
     )
+
+
+@pytest.fixture
+def read_only_store(settings: Settings) -> Iterator[Path]:
+    """The model store bind-mounted read-only onto itself, as the Kubernetes manifests mount it."""
+    root = str(settings.model_store)
+    subprocess.run(["mount", "--bind", root, root], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", root], check=True)
+        yield settings.model_store
+    finally:
+        subprocess.run(["umount", "-l", root], check=False)
 
 
 @pytest.fixture

@@ -179,18 +179,6 @@ def test_cli_promote_rollback_and_history(home: Path, monkeypatch: pytest.Monkey
     assert missing.exit_code == 1
 
 
-@pytest.fixture
-def read_only_store(settings: Settings) -> Iterator[Path]:
-    """The model store bind-mounted read-only onto itself, as the Kubernetes manifests mount it."""
-    root = str(settings.model_store)
-    subprocess.run(["mount", "--bind", root, root], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", root], check=True)
-        yield settings.model_store
-    finally:
-        subprocess.run(["umount", "-l", root], check=False)
-
-
 def test_a_read_only_store_refuses_every_change_and_writes_no_history(
     settings: Settings, read_only_store: Path
 ) -> None:

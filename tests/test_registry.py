@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
@@ -64,18 +61,6 @@ def test_alias_move_is_followed_and_broken_target_keeps_old(
         assert r.status_code == 200 and r.json()["version"] == 2
         report = client.get("/v2/health/ready").json()["models"][DEMO_MODEL]
         assert report["serving_version"] == 2 and str(v3) in report["failures"]
-
-
-@pytest.fixture
-def read_only_store(settings: Settings) -> Iterator[Path]:
-    """The model store bind-mounted read-only onto itself, as the Kubernetes manifests mount it."""
-    root = str(settings.model_store)
-    subprocess.run(["mount", "--bind", root, root], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", root], check=True)
-        yield settings.model_store
-    finally:
-        subprocess.run(["umount", "-l", root], check=False)
 
 
 def test_admin_promote_on_a_read_only_store_is_a_clear_409(
