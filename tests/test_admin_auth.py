@@ -128,7 +128,7 @@ def test_correct_token_runs_each_admin_operation(admin_client: TestClient, rows:
         (f"/v1/admin/models/{MODEL}/promote", {"version": 2.0}, 422, "version"),
         (f"/v1/admin/models/{MODEL}/promote", {"version": True}, 422, "version"),
         (f"/v1/admin/models/{MODEL}/promote", {}, 422, "version"),
-        (f"/v1/admin/models/{MODEL}/promote", [2], 422, "version"),
+        (f"/v1/admin/models/{MODEL}/promote", [2], 422, "expected a JSON object"),
         ("/v1/admin/models/nope/promote", {"version": 1}, 404, "not in the store"),
         ("/v1/admin/models/nope/rollback", None, 404, "not in the store"),
         (f"/v1/admin/models/{MODEL}/rollback", None, 422, "nothing to roll back"),
@@ -154,11 +154,29 @@ def test_promote_body_limits(admin_client: TestClient) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     url = f"/v1/admin/models/{MODEL}/promote"
     big = admin_client.post(
-        url, content=b'{"version": 2, "x": "' + b"a" * 5000 + b'"}', headers=auth
+        url, content=b'{"version": 2, "x": "' + b"a" * 70_000 + b'"}', headers=auth
     )
     assert big.status_code == 413, big.text
     text = admin_client.post(url, content=b"2", headers={**auth, "content-type": "text/plain"})
     assert text.status_code == 415, text.text
+
+
+@pytest.mark.parametrize(("chars", "status"), [(2000, 200), (2001, 422)])
+def test_the_longest_reason_is_never_cut_off_by_the_body_limit(
+    admin_client: TestClient, chars: int, status: int
+) -> None:
+    """2000 astral characters as JSON escapes are ~24 KB: valid, so never a 413; one more is
+    a 422 naming the field (a 413 there hid the field, and the fuzzer caught it)."""
+    reason = "\\ud83d\\ude00" * chars
+    body = f'{{"version": 2, "reason": "{reason}"}}'.encode()
+    r = admin_client.post(
+        f"/v1/admin/models/{MODEL}/promote",
+        content=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+    )
+    assert r.status_code == status, r.text
+    if status == 422:
+        assert r.json()["error"].startswith("reason:"), r.text
 
 
 # -- live servers ----------------------------------------------------------------------------

@@ -11,7 +11,11 @@ from service.errors import BadRequest, InvalidInput
 from service.http.body import raw_headers, receive_json_bytes
 
 B = TypeVar("B", bound=BaseModel)
-ADMIN_BODY_BYTES = 16 * 1024
+# Every schema-valid admin body fits: the longest is a 2000-character reason written as JSON
+# escapes of astral characters (12 bytes each, "\\ud83d\\ude00"), ~24 KB. A longer body is
+# therefore always schema-invalid, and the 413 never hides the 422 that names the field.
+REASON_CHARS = 2000
+ADMIN_BODY_BYTES = 64 * 1024
 
 
 class AdminBody(BaseModel):
@@ -20,7 +24,11 @@ class AdminBody(BaseModel):
 
 
 class ReasonBody(AdminBody):
-    reason: str | None = Field(None, max_length=2000, description="Why, for the history.")
+    reason: str | None = Field(None, max_length=REASON_CHARS, description="Why, for the history.")
+
+
+class PromoteBody(ReasonBody):
+    version: int = Field(ge=1, description="The version the alias should name.")
 
 
 async def read_body(request: Request, cls: type[B], max_bytes: int = ADMIN_BODY_BYTES) -> B:

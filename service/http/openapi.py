@@ -266,23 +266,6 @@ _DOCUMENTED: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
     ),
     "/v1/admin/reload": (_obj({"models": _ANY_OBJ}), ()),
 }
-PROMOTE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["version"],
-                    "properties": {
-                        "version": {"type": "integer", "minimum": 1},
-                        "reason": {"type": ["string", "null"], "description": "For the history."},
-                    },
-                }
-            }
-        },
-    }
-}
 
 
 def _document_by_hand(doc: dict[str, Any]) -> None:

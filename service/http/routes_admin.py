@@ -12,11 +12,10 @@ from starlette.responses import Response
 
 from service.core.dataplane import parse_version
 from service.errors import InvalidInput, NotFound
-from service.http.admin_body import ReasonBody, openapi_body, read_body
+from service.http.admin_body import PromoteBody, ReasonBody, openapi_body, read_body
 from service.http.auth import check_bearer
-from service.http.body import read_json
 from service.http.deps import Runtime, runtime
-from service.http.openapi import ADMIN_ERROR_RESPONSES, PROMOTE_BODY
+from service.http.openapi import ADMIN_ERROR_RESPONSES
 
 
 def require_admin(request: Request) -> Runtime:
@@ -37,25 +36,14 @@ def _json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-def _reason(body: dict[str, Any]) -> str | None:
-    """The optional free-text ``reason`` recorded in the model's history."""
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise InvalidInput("reason: must be a string")
-    return reason
-
-
 @router.post(
     "/models/{model}/promote",
     summary="Point the alias at a version and serve it",
-    openapi_extra=PROMOTE_BODY,
+    openapi_extra=openapi_body(PromoteBody),
 )
 async def promote(request: Request, model: str, rt: AdminDep) -> Response:
-    body = await read_json(request, 4096)
-    version = body.get("version") if isinstance(body, dict) else None
-    if type(version) is not int:
-        raise InvalidInput("version: required integer")
-    reason = _reason(body)
+    body = await read_body(request, PromoteBody)
+    version, reason = body.version, body.reason
     # Unknown model/version → 404 before the registry creates any state for the name.
     rt.registry.store.version_dir(model, version)
     previous = await asyncio.to_thread(

@@ -15,7 +15,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from model_store.rollout import Gates, Mode, Rollouts, RolloutState
-from service.http.admin_body import AdminBody, openapi_body, read_body
+from service.http.admin_body import REASON_CHARS, AdminBody, openapi_body, read_body
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ADMIN_ERROR_RESPONSES, error_responses
 from service.http.routes_admin import AdminDep, move_alias
@@ -32,18 +32,18 @@ class StartBody(AdminBody):
     sample: float = Field(1.0, description="Shadow share of requests copied to the candidate.")
     auto: bool = False
     gates: Gates = Field(default_factory=Gates)
-    reason: str | None = Field(None, max_length=2000)
+    reason: str | None = Field(None, max_length=REASON_CHARS)
 
 
 class StepBody(AdminBody):
     percent: float
     revision: int | None = Field(None, description="Refuse (409) if the rollout changed since.")
-    reason: str | None = Field(None, max_length=2000)
+    reason: str | None = Field(None, max_length=REASON_CHARS)
 
 
 class EndBody(AdminBody):
     revision: int | None = Field(None, description="Refuse (409) if the rollout changed since.")
-    reason: str | None = Field(None, max_length=2000)
+    reason: str | None = Field(None, max_length=REASON_CHARS)
 
 
 def _json(data: Any) -> Response:
