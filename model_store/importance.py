@@ -1,28 +1,33 @@
-"""Permutation feature importance of a registered classifier, measured on the ONNX model itself.
+"""Permutation feature importance of a registered model, measured on the ONNX model itself.
 
 The ONNX model is what is served, so its importance is the one drift should be weighed by; it also
 makes a scikit-learn registration and an ONNX-only one use the same code. scikit-learn's
 ``permutation_importance`` shuffles one column at a time (seeded) and records how much the score
 falls; the falls are clipped at 0 (a shuffle that helps is noise, not negative reliance) and
 normalised to sum to 1, so they read as "share of the model's reliance on its inputs".
+Classifiers are scored by log-loss, regressors by mean squared error; a model with categorical
+features is fed one input per column (``model_store.inputs``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from sklearn.inspection import permutation_importance
-from sklearn.metrics import log_loss
+from sklearn.metrics import log_loss, mean_squared_error
 
 from model_store.errors import RegistrationError
+from model_store.inputs import Column, feed
 from model_store.manifest import FeatureImportance
 
 METHOD = "permutation"
 # Log-loss rather than accuracy: on a few hundred held-out rows accuracy moves in steps of one row
 # and most shuffles change no label, while log-loss sees every change of confidence.
 SCORING = "neg_log_loss"
+REGRESSION_SCORING = "neg_mean_squared_error"
 N_REPEATS = 10
 SEED = 0
 
@@ -30,21 +35,36 @@ SEED = 0
 class _OnnxProba:
     """Just enough of an estimator for ``permutation_importance``: probabilities from ONNX."""
 
-    def __init__(self, onnx_bytes: bytes) -> None:
+    def __init__(self, onnx_bytes: bytes, columns: Sequence[Column]) -> None:
         self._sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-        inp = self._sess.get_inputs()[0]
-        self._name = inp.name
-        self._dtype = np.float64 if inp.type == "tensor(double)" else np.float32
+        self._name = self._sess.get_inputs()[0].name
+        types = {i.type for i in self._sess.get_inputs()}
+        self._dtype = np.float64 if "tensor(double)" in types else np.float32
+        self._columns = columns
 
     def fit(self, *_: Any) -> _OnnxProba:  # sklearn checks that an estimator has one
         return self
 
+    def _outputs(self, x: np.ndarray) -> list[Any]:
+        out: list[Any] = self._sess.run(
+            None, feed(np.asarray(x), self._columns, self._name, self._dtype)
+        )
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        values: np.ndarray = np.asarray(self._outputs(x)[0], dtype=np.float64).reshape(len(x))
+        return values
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        out = self._sess.run(None, {self._name: np.asarray(x, dtype=self._dtype)})
+        out = self._outputs(x)
         proba = np.clip(np.asarray(out[-1], dtype=np.float64), 0.0, None)
         # float32 outputs sum to 1 only within rounding, which log_loss warns about
         normalised: np.ndarray = proba / proba.sum(axis=1, keepdims=True)
         return normalised
+
+
+def _neg_mse(model: _OnnxProba, x: np.ndarray, y: np.ndarray) -> float:
+    return -float(mean_squared_error(y, model.predict(x)))
 
 
 def _neg_log_loss(n_classes: int) -> Any:
@@ -64,19 +84,24 @@ def feature_importance(
     n_classes: int,
     *,
     data: str,
+    columns: Sequence[Column] | None = None,
 ) -> FeatureImportance:
-    """Normalised permutation importance of each feature on rows ``x`` with class indices ``y_idx``.
+    """Normalised permutation importance of each feature on rows ``x`` with class indices ``y_idx``
+    (``n_classes`` 0: a regressor, ``y_idx`` its numeric target). ``columns``: the features by
+    kind when the model takes one input per column.
 
     ``data`` says which rows were used (recorded in the manifest). Deterministic: a fixed seed and
     one process, so two registrations of the same model store the same values.
     """
-    if len(x) < 2 or len(np.unique(y_idx)) < 2:
+    regression = n_classes == 0
+    if len(x) < 2 or (not regression and len(np.unique(y_idx)) < 2):
         raise RegistrationError("feature importance needs labelled rows of at least two classes")
+    cols = columns or [Column(n, "numeric") for n in feature_names]
     result = permutation_importance(
-        _OnnxProba(onnx_bytes),
+        _OnnxProba(onnx_bytes, cols),
         x,
         y_idx,
-        scoring=_neg_log_loss(n_classes),
+        scoring=_neg_mse if regression else _neg_log_loss(n_classes),
         n_repeats=N_REPEATS,
         random_state=SEED,
     )
@@ -86,7 +111,7 @@ def feature_importance(
     shares = falls / total if total > 0 else np.full(len(falls), 1.0 / len(falls))
     return FeatureImportance(
         method=METHOD,
-        scoring=SCORING,
+        scoring=REGRESSION_SCORING if regression else SCORING,
         n_repeats=N_REPEATS,
         random_state=SEED,
         data=data,

@@ -10,20 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+    roc_auc_score,
+)
 
 from model_store.convert import (
-    DEFAULT_TOLERANCE,
     Precision,
     check_parity,
+    default_tolerance,
+    estimator_task,
     library_versions,
     run_onnx,
+    session,
     to_onnx,
 )
 from model_store.errors import RegistrationError
 from model_store.importance import feature_importance
+from model_store.inputs import Column, Feature, as_matrix, column_kinds, input_mode
 from model_store.log_columns import (
     LABEL_COLUMN,
     PREDICTION_COLUMN,
@@ -32,6 +41,7 @@ from model_store.log_columns import (
     proba_column,
 )
 from model_store.manifest import (
+    MAX_CATEGORY_CHARS,
     DataFingerprint,
     FeatureImportance,
     FeatureSpec,
@@ -48,7 +58,16 @@ log = logging.getLogger(__name__)
 def fingerprint(x: pd.DataFrame, y: np.ndarray) -> DataFingerprint:
     digest = hashlib.sha256()
     digest.update(",".join(x.columns).encode())
-    digest.update(np.ascontiguousarray(x.to_numpy(dtype=np.float64)).tobytes())
+    numeric = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c].dtype)]
+    if len(numeric) == x.shape[1]:  # the original recipe, so old fingerprints still match
+        digest.update(np.ascontiguousarray(x.to_numpy(dtype=np.float64)).tobytes())
+    else:
+        for col in x.columns:
+            values = x[col]
+            if col in numeric:
+                digest.update(np.ascontiguousarray(values.to_numpy(dtype=np.float64)).tobytes())
+            else:
+                digest.update("\x1f".join(values.astype(str)).encode())
     digest.update(np.ascontiguousarray(np.asarray(y).astype(str)).astype("U").tobytes())
     return DataFingerprint(sha256=digest.hexdigest(), rows=len(x), columns=x.shape[1])
 
@@ -71,32 +90,84 @@ def quality(y_true: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> dict[s
     return out
 
 
+def regression_quality(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R² of predictions against the numeric target."""
+    out = {
+        "mae": float(mean_absolute_error(y_true, predicted)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, predicted))),
+    }
+    if len(y_true) > 1:
+        out["r2"] = float(r2_score(y_true, predicted))
+    return out
+
+
 def _feature_specs(
-    x: pd.DataFrame, precision: Precision, pii: dict[str, PiiPolicy]
+    x: pd.DataFrame, columns: list[Column], precision: Precision, pii: dict[str, PiiPolicy]
 ) -> list[FeatureSpec]:
     unknown = set(pii) - set(x.columns)
     if unknown:
         raise RegistrationError(f"PII policy names unknown features: {sorted(unknown)}")
-    return [
-        FeatureSpec(
-            name=str(col),
-            dtype=precision,
-            min=float(x[col].min()),
-            max=float(x[col].max()),
-            pii=pii.get(str(col)),
-        )
-        for col in x.columns
-    ]
+    specs = []
+    for c in columns:
+        col = x[c.name]
+        if c.kind == "categorical":
+            values = col.astype(str)
+            too_long = [v for v in values.unique() if len(v) > MAX_CATEGORY_CHARS]
+            if too_long:
+                raise RegistrationError(
+                    f"feature {c.name!r}: category {too_long[0][:40]!r}… is longer than "
+                    f"{MAX_CATEGORY_CHARS} characters, the longest value Vigil serves"
+                )
+            shares = values.value_counts(normalize=True)
+            cats = sorted(str(v) for v in shares.index)
+            specs.append(
+                FeatureSpec(
+                    name=c.name,
+                    kind="categorical",
+                    dtype="string",
+                    categories=cats,
+                    frequencies={k: round(float(shares[k]), 6) for k in cats},
+                    pii=pii.get(c.name),
+                )
+            )
+        else:
+            specs.append(
+                FeatureSpec(
+                    name=c.name,
+                    dtype=precision,
+                    min=float(col.min()),
+                    max=float(col.max()),
+                    pii=pii.get(c.name),
+                )
+            )
+    return specs
 
 
 def _importance(
-    onnx_bytes: bytes, x: np.ndarray, y_idx: np.ndarray, names: list[str], n_classes: int, data: str
+    onnx_bytes: bytes,
+    x: np.ndarray,
+    y_idx: np.ndarray,
+    names: list[str],
+    n_classes: int,
+    data: str,
+    columns: list[Column] | None = None,
 ) -> FeatureImportance | None:
     try:
-        return feature_importance(onnx_bytes, x, y_idx, names, n_classes, data=data)
+        return feature_importance(
+            onnx_bytes, x, y_idx, names, n_classes, data=data, columns=columns
+        )
     except RegistrationError as exc:  # the model is still usable; drift falls back to the share
         log.warning("no feature importance: %s", exc)
         return None
+
+
+def _reference_features(x: pd.DataFrame, columns: Sequence[Feature]) -> pd.DataFrame:
+    """Features as the log stores them: numeric float64, categorical strings."""
+    ref = pd.DataFrame(index=range(len(x)))
+    for c in columns:
+        col = x[c.name].reset_index(drop=True)
+        ref[c.name] = col.astype(str) if c.kind == "categorical" else col.astype(np.float64)
+    return ref
 
 
 def _reference_frame(
@@ -106,8 +177,12 @@ def _reference_frame(
     labels_idx: np.ndarray,
     proba: np.ndarray,
     class_names: Sequence[str],
+    columns: Sequence[Feature] | None = None,
 ) -> pd.DataFrame:
-    ref = x.reset_index(drop=True).astype(np.float64).copy()
+    if columns is None:
+        ref = x.reset_index(drop=True).astype(np.float64).copy()
+    else:
+        ref = _reference_features(x, columns)
     names = np.asarray(class_names, dtype=object)
     ref[PREDICTION_COLUMN] = names[labels_idx]
     for i, cname in enumerate(class_names):
@@ -115,6 +190,33 @@ def _reference_frame(
     ref[LABEL_COLUMN] = names[y_idx]
     ref[SPLIT_COLUMN] = split
     return ref
+
+
+def _regression_reference(
+    x: pd.DataFrame,
+    columns: Sequence[Feature],
+    y: np.ndarray | None,
+    predicted: np.ndarray,
+    split: np.ndarray,
+) -> pd.DataFrame:
+    ref = _reference_features(x, columns)
+    ref[PREDICTION_COLUMN] = predicted.astype(np.float64)
+    ref[LABEL_COLUMN] = np.nan if y is None else np.asarray(y, dtype=np.float64)
+    ref[SPLIT_COLUMN] = split
+    return ref
+
+
+def _numeric_target(y: np.ndarray) -> np.ndarray:
+    try:
+        values = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RegistrationError(
+            "the target holds values that are not numbers; a regressor's target must be numeric "
+            "(for class labels, register a classifier)"
+        ) from None
+    if not np.isfinite(values).all():
+        raise RegistrationError("the target holds NaN or infinite values; drop or fill those rows")
+    return values
 
 
 def register_sklearn(
@@ -127,44 +229,69 @@ def register_sklearn(
     holdout_mask: np.ndarray,
     class_names: Sequence[str] | None = None,
     precision: Precision = "float32",
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     pii: dict[str, PiiPolicy] | None = None,
     metadata_pii: dict[str, PiiPolicy] | None = None,
     description: str = "",
+    target_name: str = LABEL_COLUMN,
 ) -> Manifest:
-    """Convert a fitted classifier, check parity on the held-out rows, and store a new version.
+    """Convert a fitted classifier or regressor, check parity on the held-out rows, and store a
+    new version.
 
     ``x``/``y`` are the full training+validation data; ``holdout_mask`` marks validation rows.
-    The reference sample holds every row with the model's predictions and the true label.
+    Numeric columns of ``x`` become numeric features, string columns categorical ones (one ONNX
+    input per column). The reference sample holds every row with the model's predictions and
+    the true label (or target value). ``tolerance``: ``convert.default_tolerance`` when None.
     """
     check_model_name(name)
     check_feature_names(str(c) for c in x.columns)  # before the seconds a conversion takes
-    classes = list(getattr(estimator, "classes_", []))
-    if not classes:
-        raise RegistrationError("the estimator is not fitted (it has no classes_)")
+    columns = column_kinds(x)
+    task = estimator_task(estimator)
+    tol = default_tolerance(estimator, precision) if tolerance is None else tolerance
+    x_mat = as_matrix(x, columns)
+    if task == "regression":
+        if class_names:
+            raise RegistrationError("class names were given for a regressor")
+        return _register_regressor(
+            store, name, estimator, x, _numeric_target(y), columns, x_mat, holdout_mask,
+            precision, tol, pii or {}, metadata_pii or {}, description, target_name,
+        )  # fmt: skip
+    classes = list(estimator.classes_)
     cnames = [str(c) for c in (class_names or classes)]
     if len(cnames) != len(classes):
         raise RegistrationError(f"{len(cnames)} class names given for {len(classes)} classes")
-    x_np = x.to_numpy(dtype=np.float64)
-    onnx_bytes = to_onnx(estimator, x.shape[1], name=name, precision=precision)
-    parity = check_parity(estimator, onnx_bytes, x_np[holdout_mask], tolerance)
+    mode = input_mode(columns)
+    onnx_bytes = to_onnx(
+        estimator, columns if mode == "columns" else x.shape[1], name=name, precision=precision
+    )
+    parity = check_parity(estimator, onnx_bytes, x_mat[holdout_mask], tol, columns=columns)
 
-    out = run_onnx(onnx_bytes, x_np)
+    out = run_onnx(onnx_bytes, x_mat, columns)
     class_index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in np.asarray(y).tolist() if v not in class_index})
+    if unknown:
+        raise RegistrationError(
+            f"the target holds values the classifier does not know: {unknown[:5]} "
+            f"(its classes: {[str(c) for c in classes][:10]})"
+        )
     y_idx = np.array([class_index[v] for v in np.asarray(y).tolist()])
     labels_idx = np.array([class_index[v] for v in out.labels.tolist()])
     metrics = quality(
         y_idx[holdout_mask], labels_idx[holdout_mask], out.probabilities[holdout_mask]
     )
     split = np.where(holdout_mask, "validation", "train")
-    reference = _reference_frame(x, y_idx, split, labels_idx, out.probabilities, cnames)
+    ref_columns = columns if mode == "columns" else None
+    reference = _reference_frame(
+        x, y_idx, split, labels_idx, out.probabilities, cnames, ref_columns
+    )
     importance = _importance(
         onnx_bytes,
-        x_np[holdout_mask],
+        x_mat[holdout_mask],
         y_idx[holdout_mask],
         [str(c) for c in x.columns],
         len(classes),
-        data="held-out validation rows",
+        "held-out validation rows",
+        columns,
     )
 
     def build(version: int, sha: str) -> Manifest:
@@ -174,7 +301,8 @@ def register_sklearn(
             created_at=datetime.now(UTC),
             sha256=sha,
             opset=17,
-            features=_feature_specs(x, precision, pii or {}),
+            input_mode=mode,
+            features=_feature_specs(x, columns, precision, pii or {}),
             outputs=OutputSpec(
                 class_names=cnames,
                 class_values=[c.item() if hasattr(c, "item") else c for c in classes],
@@ -190,6 +318,76 @@ def register_sklearn(
         )
 
     return store.register(name, onnx_bytes, build, reference.to_parquet)
+
+
+def _register_regressor(
+    store: ModelStore,
+    name: str,
+    estimator: Any,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    columns: list[Column],
+    x_mat: np.ndarray,
+    holdout_mask: np.ndarray,
+    precision: Precision,
+    tolerance: float,
+    pii: dict[str, PiiPolicy],
+    metadata_pii: dict[str, PiiPolicy],
+    description: str,
+    target_name: str,
+) -> Manifest:
+    mode = input_mode(columns)
+    onnx_bytes = to_onnx(
+        estimator, columns if mode == "columns" else x.shape[1], name=name, precision=precision
+    )
+    span = float(y.max() - y.min()) if len(y) else 0.0
+    parity = check_parity(
+        estimator, onnx_bytes, x_mat[holdout_mask], tolerance, columns=columns, target_span=span
+    )
+    out = run_onnx(onnx_bytes, x_mat, columns)
+    assert out.values is not None
+    metrics = regression_quality(y[holdout_mask], out.values[holdout_mask])
+    split = np.where(holdout_mask, "validation", "train")
+    reference = _regression_reference(x, columns, y, out.values, split)
+    importance = _importance(
+        onnx_bytes, x_mat[holdout_mask], y[holdout_mask], [c.name for c in columns], 0,
+        "held-out validation rows", columns,
+    )  # fmt: skip
+    output_name = onnx_output_names(onnx_bytes)[0]
+
+    def build(version: int, sha: str) -> Manifest:
+        return Manifest(
+            name=name,
+            version=version,
+            created_at=datetime.now(UTC),
+            sha256=sha,
+            task="regression",
+            opset=17,
+            input_mode=mode,
+            features=_feature_specs(x, columns, precision, pii),
+            outputs=OutputSpec(
+                label=None,
+                probabilities=None,
+                prediction=output_name,
+                target=target_name,
+                min=float(y.min()),
+                max=float(y.max()),
+            ),
+            metadata_pii=metadata_pii,
+            training_data=fingerprint(x, y),
+            hyperparameters=_simple_params(estimator),
+            metrics=metrics,
+            library_versions=library_versions(),
+            parity=parity,
+            feature_importance=importance,
+            description=description,
+        )
+
+    return store.register(name, onnx_bytes, build, reference.to_parquet)
+
+
+def onnx_output_names(onnx_bytes: bytes) -> list[str]:
+    return [o.name for o in session(onnx_bytes).get_outputs()]
 
 
 def _class_indices(values: pd.Series, outputs: OutputSpec) -> np.ndarray:
@@ -209,6 +407,7 @@ def _onnx_reference(
     features: list[FeatureSpec],
     outputs: OutputSpec,
     target: str,
+    task: str,
 ) -> tuple[pd.DataFrame, FeatureImportance | None]:
     """The reference sample of an ONNX-only model (all rows count as validation rows) and, when
     the frame has labels, the importance measured on it."""
@@ -216,20 +415,44 @@ def _onnx_reference(
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise RegistrationError(f"reference data lacks features {missing}")
-    x = frame[names].astype(np.float64)
-    out = run_onnx(onnx_bytes, x.to_numpy())
+    columns = [Column(f.name, f.kind) for f in features]
+    x_mat = as_matrix(frame, columns)
+    out = run_onnx(onnx_bytes, x_mat, columns)
+    labelled = target in frame.columns and bool(frame[target].notna().all())
+    split = np.full(len(frame), "validation")
+    data = "reference rows (ONNX-only registration)"
+    if task == "regression":
+        assert out.values is not None
+        y = _numeric_target(frame[target].to_numpy()) if labelled else None
+        ref = _regression_reference(frame, columns, y, out.values, split)
+        if y is None:
+            return ref, None
+        return ref, _importance(onnx_bytes, x_mat, y, names, 0, data, columns)
     label_index = {str(v): i for i, v in enumerate(outputs.class_values)}
     labels_idx = np.array([label_index[str(v)] for v in out.labels.tolist()])
-    labelled = target in frame.columns and bool(frame[target].notna().all())
     y_idx = _class_indices(frame[target], outputs) if labelled else labels_idx
-    split = np.full(len(x), "validation")
-    ref = _reference_frame(x, y_idx, split, labels_idx, out.probabilities, outputs.class_names)
+    ref = _reference_frame(
+        frame, y_idx, split, labels_idx, out.probabilities, outputs.class_names, columns
+    )
     if not labelled:
         ref[LABEL_COLUMN] = None  # unknown, not the model's own answer
         return ref, None
     n_classes = len(outputs.class_names)
-    data = "reference rows (ONNX-only registration)"
-    return ref, _importance(onnx_bytes, x.to_numpy(), y_idx, names, n_classes, data)
+    return ref, _importance(onnx_bytes, x_mat, y_idx, names, n_classes, data, columns)
+
+
+def _probe(features: list[FeatureSpec]) -> pd.DataFrame:
+    """One row: numeric features at their training midpoint, categorical at their first value."""
+    return pd.DataFrame(
+        {
+            f.name: [
+                str((f.categories or [""])[0])
+                if f.categorical
+                else ((f.min or 0.0) + (f.max or 0.0)) / 2
+            ]
+            for f in features
+        }
+    )
 
 
 def register_onnx_file(
@@ -241,7 +464,9 @@ def register_onnx_file(
     reference: pd.DataFrame | None = None,
     target: str = LABEL_COLUMN,
 ) -> Manifest:
-    """Register an existing ONNX classifier with a schema: features, class names, optional PII.
+    """Register an existing ONNX model with a schema: ``task`` (classification by default),
+    features (with their kinds), outputs (class names; for a regressor the target's name),
+    optional PII. A model with a categorical feature takes one input per feature, named by it.
 
     Without the original model there is no parity check; the manifest records ``parity: null``.
     A smoke prediction on the schema's midpoints must succeed. ``reference`` (features, and the
@@ -251,34 +476,58 @@ def register_onnx_file(
     check_model_name(name)
     onnx_bytes = onnx_path.read_bytes()
     try:
+        task = schema.get("task", "classification")
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task {task!r} is not classification or regression")
         features = [FeatureSpec.model_validate(f) for f in schema["features"]]
-        outputs = OutputSpec.model_validate(schema.get("outputs", {}))
+        default_out: dict[str, Any] = (
+            {"label": None, "probabilities": None} if task == "regression" else {}
+        )
+        outputs = OutputSpec.model_validate({**default_out, **schema.get("outputs", {})})
         metadata_pii = {k: PiiPolicy(v) for k, v in schema.get("metadata_pii", {}).items()}
     except (KeyError, ValueError, TypeError) as exc:
         raise RegistrationError(f"schema file is invalid: {exc}") from exc
     check_feature_names(f.name for f in features)
+    mode = input_mode(features)
+    columns = [Column(f.name, f.kind) for f in features]
     try:
-        sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        probe = np.array(
-            [[((f.min or 0.0) + (f.max or 0.0)) / 2 for f in features]],
-            dtype=np.float64 if inp.type == "tensor(double)" else np.float32,
-        )
-        results = sess.run(None, {inp.name: probe})
+        sess = session(onnx_bytes)
+        inputs = [i.name for i in sess.get_inputs()]
+        if mode == "columns" and sorted(inputs) != sorted(f.name for f in features):
+            raise RegistrationError(
+                f"a model with categorical features takes one input per feature, named by it; "
+                f"this one's inputs are {inputs[:10]}"
+            )
+        results = run_onnx(onnx_bytes, as_matrix(_probe(features), columns), columns)
+    except RegistrationError:
+        raise
     except Exception as exc:  # onnxruntime raises its own exception types
         raise RegistrationError(f"ONNX smoke prediction failed: {exc}") from exc
-    n_classes = np.asarray(results[-1]).shape[-1]
-    if outputs.class_names and len(outputs.class_names) != n_classes:
-        raise RegistrationError(
-            f"schema names {len(outputs.class_names)} classes, the model outputs {n_classes}"
-        )
-    if not outputs.class_names:
-        outputs.class_names = [str(i) for i in range(n_classes)]
-    if not outputs.class_values:
-        outputs.class_values = list(range(n_classes))
+    if task == "regression":
+        if results.values is None:
+            raise RegistrationError("the schema says regression; the model has several outputs")
+        outputs.prediction = outputs.prediction or onnx_output_names(onnx_bytes)[0]
+        outputs.target = outputs.target or target
+    else:
+        n_classes = results.probabilities.shape[-1]
+        if results.values is not None:
+            raise RegistrationError(
+                'the model has one output, like a regressor; say "task": "regression" in the '
+                "schema, or register a classifier with label and probabilities outputs"
+            )
+        if outputs.class_names and len(outputs.class_names) != n_classes:
+            raise RegistrationError(
+                f"schema names {len(outputs.class_names)} classes, the model outputs {n_classes}"
+            )
+        if not outputs.class_names:
+            outputs.class_names = [str(i) for i in range(n_classes)]
+        if not outputs.class_values:
+            outputs.class_values = list(range(n_classes))
     ref_frame, importance = (None, None)
     if reference is not None:
-        ref_frame, importance = _onnx_reference(onnx_bytes, reference, features, outputs, target)
+        ref_frame, importance = _onnx_reference(
+            onnx_bytes, reference, features, outputs, target, task
+        )
 
     def build(version: int, sha: str) -> Manifest:
         return Manifest(
@@ -286,7 +535,9 @@ def register_onnx_file(
             version=version,
             created_at=datetime.now(UTC),
             sha256=sha,
-            input_name=inp.name,
+            task=task,
+            input_name=inputs[0],
+            input_mode=mode,
             features=features,
             outputs=outputs,
             metadata_pii=metadata_pii,
@@ -310,4 +561,5 @@ __all__ = [
     "quality",
     "register_onnx_file",
     "register_sklearn",
+    "regression_quality",
 ]

@@ -81,7 +81,8 @@ def test_tree_ensemble_in_float32_records_its_real_difference(tmp_path: Path) ->
     store = ModelStore(tmp_path)
     m = register_sklearn(store, "forest", forest, x, y, holdout_mask=mask, class_names=names)
     assert m.parity is not None and m.parity.passed
-    assert 0 < m.parity.max_abs_probability_diff <= m.parity.tolerance
+    diff = m.parity.max_abs_probability_diff
+    assert diff is not None and 0 < diff <= m.parity.tolerance
 
 
 def test_tampered_model_file_is_refused(store: ModelStore) -> None:

@@ -56,20 +56,32 @@ def _fail(message: str) -> typer.Exit:
 
 @models_app.command("train-demo")
 def train_demo_cmd(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="breast-cancer (binary classifier), diabetes (regressor), wine (3 classes), "
+            "diabetes-mixed (regressor with categorical string features)."
+        ),
+    ] = "breast-cancer",
     c: Annotated[
-        float, typer.Option(help="Inverse regularisation strength of the classifier.")
+        float,
+        typer.Option(help="Regularisation scale: C of the classifiers, 1/alpha of the ridge."),
     ] = 1.0,
     promote: Annotated[bool, typer.Option(help="Make the new version `production`.")] = True,
 ) -> None:
-    """Train the demo classifier `breast-cancer`, convert, check parity, register, promote."""
-    from model_store.demo import train_demo
+    """Train a demo model (default `breast-cancer`), convert, check parity, register, promote."""
+    from model_store.demo import train_demo_model
 
-    with console.status("training, converting and checking parity…"):
-        manifest = train_demo(_store(), c=c, promote=promote)
-    acc = manifest.metrics.get("accuracy", float("nan"))
+    try:
+        with console.status("training, converting and checking parity…"):
+            manifest = train_demo_model(_store(), name, c=c, promote=promote)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    metric = "r2" if manifest.is_regression else "accuracy"
+    value = manifest.metrics.get(metric, float("nan"))
     console.print(
         f"registered [bold]{manifest.name}[/] v{manifest.version} sha256 {manifest.sha256[:12]}… "
-        f"accuracy {acc:.4f}{' → production' if promote else ''}"
+        f"{metric} {value:.4f}{' → production' if promote else ''}"
     )
 
 
@@ -181,7 +193,7 @@ def register_cmd(
         typer.Option(help="Training data (CSV or Parquet) with features and target."),
     ] = None,
     target: Annotated[str, typer.Option(help="Target column in --data.")] = "target",
-    onnx: Annotated[Optional[Path], typer.Option(help="An existing ONNX classifier.")] = None,  # noqa: UP045
+    onnx: Annotated[Optional[Path], typer.Option(help="An existing ONNX model.")] = None,  # noqa: UP045
     schema: Annotated[Optional[Path], typer.Option(help="JSON schema file for --onnx.")] = None,  # noqa: UP045
     reference: Annotated[
         Optional[Path],  # noqa: UP045
@@ -195,8 +207,13 @@ def register_cmd(
     ] = 0.25,
     precision: Annotated[str, typer.Option(help="float32 or float64 ONNX inputs.")] = "float32",
     tolerance: Annotated[
-        float, typer.Option(help="Largest probability difference allowed.")
-    ] = 1e-4,
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="Parity tolerance: largest probability difference (classifiers), relative "
+            "difference (regressors). Default 1e-4; 1e-3 for float32 HistGradientBoosting "
+            "and LightGBM trees."
+        ),
+    ] = None,
     promote: Annotated[bool, typer.Option(help="Make the new version `production`.")] = False,
 ) -> None:
     """Register your own model: a fitted pipeline with its data, or an ONNX file with a schema."""
@@ -219,6 +236,8 @@ def register_cmd(
             if target not in frame.columns:
                 raise _fail(f"--data has no column {target!r}")
             y = frame.pop(target).to_numpy()
+            if frame.empty:
+                raise _fail("--data has no feature columns besides the target")
             rng = np.random.default_rng(0)
             mask = rng.random(len(frame)) < holdout
             estimator = joblib.load(pipeline)
@@ -232,6 +251,7 @@ def register_cmd(
                     holdout_mask=mask,
                     precision=precision,  # type: ignore[arg-type]
                     tolerance=tolerance,
+                    target_name=target,
                 )
         else:
             raise _fail("give --pipeline with --data, or --onnx with --schema")
@@ -269,7 +289,7 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _check_log_store(settings)
     if settings.train_demo_if_empty and not ModelStore(settings.model_store).models():
-        train_demo_cmd(c=1.0, promote=True)
+        train_demo_cmd(name="breast-cancer", c=1.0, promote=True)
     n = workers or settings.workers
     # Metrics of every process (workers and the log deliverer) are summed at /metrics.
     own_mp_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -60,8 +60,11 @@ class LoadedModel:
         # wraps (the same C++ run and errors); the public method if a release renames it.
         self._run = getattr(self.session, "_sess", self.session).run
         self.codecs: dict[str, Any] = {}  # request decoders built for this model, by codec
-        self.categories = {
-            i: frozenset(f.categories) for i, f in enumerate(manifest.features) if f.categories
+        # Numeric features restricted to codes (categorical features are strings: see codecs).
+        self.categories: dict[int, frozenset[float]] = {
+            i: frozenset(float(c) for c in f.categories)
+            for i, f in enumerate(manifest.features)
+            if f.categories and not f.categorical
         }
 
     @classmethod
