@@ -166,6 +166,14 @@ class Rollouts:
                     f"v{candidate} and the served v{primary} of {model} differ in task "
                     f"({' vs '.join(sorted(tasks))}): a rollout compares versions of one task"
                 )
+            if tasks == {"regression"}:
+                # The comparison and its gates (agreement, accuracy) are a classifier's: refuse
+                # rather than gate a regressor on numbers that mean nothing for it.
+                raise RolloutInvalidError(
+                    f"{model} is a regressor: rollouts (shadow/canary comparison and gates) "
+                    "compare classifiers only for now; back-test the candidate with `vigil "
+                    f"backtest --model {model} --candidate {candidate}` and promote it"
+                )
             now = now_utc()
             pct = percent if percent is not None else _default_percent(mode)
             fields: dict[str, Any] = {
