@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from model_store.manifest import (
     DataFingerprint,
     FeatureImportance,
     FeatureSpec,
+    InputMode,
     Manifest,
     OutputSpec,
     ParityResult,
@@ -219,6 +221,57 @@ def _numeric_target(y: np.ndarray) -> np.ndarray:
     return values
 
 
+@dataclass(frozen=True)
+class _Training:
+    """What both tasks' registrations share: the model, its data by kind, and the options."""
+
+    name: str
+    estimator: Any
+    x: pd.DataFrame
+    columns: list[Column]
+    matrix: np.ndarray  # ``inputs.as_matrix``: what the service decodes requests into
+    holdout: np.ndarray
+    precision: Precision
+    tolerance: float
+    pii: dict[str, PiiPolicy]
+    metadata_pii: dict[str, PiiPolicy]
+    description: str
+
+    @property
+    def mode(self) -> InputMode:
+        return input_mode(self.columns)
+
+    def convert(self) -> bytes:
+        width = self.columns if self.mode == "columns" else self.x.shape[1]
+        return to_onnx(self.estimator, width, name=self.name, precision=self.precision)
+
+    def importance(
+        self, onnx_bytes: bytes, y: np.ndarray, n_classes: int
+    ) -> FeatureImportance | None:
+        names = [c.name for c in self.columns]
+        rows, held = self.matrix[self.holdout], y[self.holdout]
+        data = "held-out validation rows"
+        return _importance(onnx_bytes, rows, held, names, n_classes, data, self.columns)
+
+    def manifest(self, version: int, sha: str, y: np.ndarray, **fields: Any) -> Manifest:
+        """The passport; ``fields``: task, outputs, metrics, parity, feature_importance."""
+        return Manifest(
+            name=self.name,
+            version=version,
+            created_at=datetime.now(UTC),
+            sha256=sha,
+            opset=17,
+            input_mode=self.mode,
+            features=_feature_specs(self.x, self.columns, self.precision, self.pii),
+            metadata_pii=self.metadata_pii,
+            training_data=fingerprint(self.x, y),
+            hyperparameters=_simple_params(self.estimator),
+            library_versions=library_versions(),
+            description=self.description,
+            **fields,
+        )
+
+
 def register_sklearn(
     store: ModelStore,
     name: str,
@@ -247,26 +300,25 @@ def register_sklearn(
     check_feature_names(str(c) for c in x.columns)  # before the seconds a conversion takes
     columns = column_kinds(x)
     task = estimator_task(estimator)
-    tol = default_tolerance(estimator, precision) if tolerance is None else tolerance
-    x_mat = as_matrix(x, columns)
+    training = _Training(
+        name, estimator, x, columns, as_matrix(x, columns), holdout_mask, precision,
+        default_tolerance(estimator, precision) if tolerance is None else tolerance,
+        pii or {}, metadata_pii or {}, description,
+    )  # fmt: skip
     if task == "regression":
         if class_names:
             raise RegistrationError("class names were given for a regressor")
-        return _register_regressor(
-            store, name, estimator, x, _numeric_target(y), columns, x_mat, holdout_mask,
-            precision, tol, pii or {}, metadata_pii or {}, description, target_name,
-        )  # fmt: skip
-    classes = list(estimator.classes_)
+        return _register_regressor(store, training, _numeric_target(y), target_name)
+    return _register_classifier(store, training, y, class_names)
+
+
+def _register_classifier(
+    store: ModelStore, t: _Training, y: np.ndarray, class_names: Sequence[str] | None
+) -> Manifest:
+    classes = list(t.estimator.classes_)
     cnames = [str(c) for c in (class_names or classes)]
     if len(cnames) != len(classes):
         raise RegistrationError(f"{len(cnames)} class names given for {len(classes)} classes")
-    mode = input_mode(columns)
-    onnx_bytes = to_onnx(
-        estimator, columns if mode == "columns" else x.shape[1], name=name, precision=precision
-    )
-    parity = check_parity(estimator, onnx_bytes, x_mat[holdout_mask], tol, columns=columns)
-
-    out = run_onnx(onnx_bytes, x_mat, columns)
     class_index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({str(v) for v in np.asarray(y).tolist() if v not in class_index})
     if unknown:
@@ -274,116 +326,66 @@ def register_sklearn(
             f"the target holds values the classifier does not know: {unknown[:5]} "
             f"(its classes: {[str(c) for c in classes][:10]})"
         )
+    onnx_bytes = t.convert()
+    parity = check_parity(
+        t.estimator, onnx_bytes, t.matrix[t.holdout], t.tolerance, columns=t.columns
+    )
+    out = run_onnx(onnx_bytes, t.matrix, t.columns)
     y_idx = np.array([class_index[v] for v in np.asarray(y).tolist()])
     labels_idx = np.array([class_index[v] for v in out.labels.tolist()])
-    metrics = quality(
-        y_idx[holdout_mask], labels_idx[holdout_mask], out.probabilities[holdout_mask]
-    )
-    split = np.where(holdout_mask, "validation", "train")
-    ref_columns = columns if mode == "columns" else None
+    held = t.holdout
+    metrics = quality(y_idx[held], labels_idx[held], out.probabilities[held])
+    split = np.where(held, "validation", "train")
     reference = _reference_frame(
-        x, y_idx, split, labels_idx, out.probabilities, cnames, ref_columns
-    )
-    importance = _importance(
-        onnx_bytes,
-        x_mat[holdout_mask],
-        y_idx[holdout_mask],
-        [str(c) for c in x.columns],
-        len(classes),
-        "held-out validation rows",
-        columns,
+        t.x, y_idx, split, labels_idx, out.probabilities, cnames,
+        t.columns if t.mode == "columns" else None,
+    )  # fmt: skip
+    importance = t.importance(onnx_bytes, y_idx, len(classes))
+    outputs = OutputSpec(
+        class_names=cnames,
+        class_values=[c.item() if hasattr(c, "item") else c for c in classes],
     )
 
     def build(version: int, sha: str) -> Manifest:
-        return Manifest(
-            name=name,
-            version=version,
-            created_at=datetime.now(UTC),
-            sha256=sha,
-            opset=17,
-            input_mode=mode,
-            features=_feature_specs(x, columns, precision, pii or {}),
-            outputs=OutputSpec(
-                class_names=cnames,
-                class_values=[c.item() if hasattr(c, "item") else c for c in classes],
-            ),
-            metadata_pii=metadata_pii or {},
-            training_data=fingerprint(x, y),
-            hyperparameters=_simple_params(estimator),
-            metrics=metrics,
-            library_versions=library_versions(),
-            parity=parity,
+        return t.manifest(
+            version, sha, y, outputs=outputs, metrics=metrics, parity=parity,
             feature_importance=importance,
-            description=description,
-        )
+        )  # fmt: skip
 
-    return store.register(name, onnx_bytes, build, reference.to_parquet)
+    return store.register(t.name, onnx_bytes, build, reference.to_parquet)
 
 
 def _register_regressor(
-    store: ModelStore,
-    name: str,
-    estimator: Any,
-    x: pd.DataFrame,
-    y: np.ndarray,
-    columns: list[Column],
-    x_mat: np.ndarray,
-    holdout_mask: np.ndarray,
-    precision: Precision,
-    tolerance: float,
-    pii: dict[str, PiiPolicy],
-    metadata_pii: dict[str, PiiPolicy],
-    description: str,
-    target_name: str,
+    store: ModelStore, t: _Training, y: np.ndarray, target_name: str
 ) -> Manifest:
-    mode = input_mode(columns)
-    onnx_bytes = to_onnx(
-        estimator, columns if mode == "columns" else x.shape[1], name=name, precision=precision
-    )
+    onnx_bytes = t.convert()
     span = float(y.max() - y.min()) if len(y) else 0.0
     parity = check_parity(
-        estimator, onnx_bytes, x_mat[holdout_mask], tolerance, columns=columns, target_span=span
-    )
-    out = run_onnx(onnx_bytes, x_mat, columns)
-    assert out.values is not None
-    metrics = regression_quality(y[holdout_mask], out.values[holdout_mask])
-    split = np.where(holdout_mask, "validation", "train")
-    reference = _regression_reference(x, columns, y, out.values, split)
-    importance = _importance(
-        onnx_bytes, x_mat[holdout_mask], y[holdout_mask], [c.name for c in columns], 0,
-        "held-out validation rows", columns,
+        t.estimator, onnx_bytes, t.matrix[t.holdout], t.tolerance, columns=t.columns,
+        target_span=span,
     )  # fmt: skip
-    output_name = onnx_output_names(onnx_bytes)[0]
+    out = run_onnx(onnx_bytes, t.matrix, t.columns)
+    assert out.values is not None
+    metrics = regression_quality(y[t.holdout], out.values[t.holdout])
+    split = np.where(t.holdout, "validation", "train")
+    reference = _regression_reference(t.x, t.columns, y, out.values, split)
+    importance = t.importance(onnx_bytes, y, 0)
+    outputs = OutputSpec(
+        label=None,
+        probabilities=None,
+        prediction=onnx_output_names(onnx_bytes)[0],
+        target=target_name,
+        min=float(y.min()),
+        max=float(y.max()),
+    )
 
     def build(version: int, sha: str) -> Manifest:
-        return Manifest(
-            name=name,
-            version=version,
-            created_at=datetime.now(UTC),
-            sha256=sha,
-            task="regression",
-            opset=17,
-            input_mode=mode,
-            features=_feature_specs(x, columns, precision, pii),
-            outputs=OutputSpec(
-                label=None,
-                probabilities=None,
-                prediction=output_name,
-                target=target_name,
-                min=float(y.min()),
-                max=float(y.max()),
-            ),
-            metadata_pii=metadata_pii,
-            training_data=fingerprint(x, y),
-            hyperparameters=_simple_params(estimator),
-            metrics=metrics,
-            library_versions=library_versions(),
-            parity=parity,
+        return t.manifest(
+            version, sha, y, task="regression", outputs=outputs, metrics=metrics, parity=parity,
             feature_importance=importance,
-            description=description,
-        )
+        )  # fmt: skip
 
-    return store.register(name, onnx_bytes, build, reference.to_parquet)
+    return store.register(t.name, onnx_bytes, build, reference.to_parquet)
 
 
 def onnx_output_names(onnx_bytes: bytes) -> list[str]:
