@@ -224,3 +224,28 @@ def _walk(node: Any) -> Iterator[Any]:
     children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
     for child in children:
         yield from _walk(child)
+
+
+def test_v2_metadata_describes_each_kind_truthfully(kinds_client: TestClient) -> None:
+    mixed = kinds_client.get(f"/v2/models/{DIABETES_MIXED}").json()
+    assert [(i["name"], i["datatype"], i["shape"]) for i in mixed["inputs"]] == [
+        (name, "BYTES" if isinstance(v, str) else "FP32", [-1, 1]) for name, v in ROW.items()
+    ]
+    assert mixed["outputs"] == [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+    assert mixed["parameters"]["task"] == "regression"
+    assert mixed["parameters"]["target"] == "progression"
+    wine = kinds_client.get(f"/v2/models/{WINE}").json()
+    assert wine["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 13]}]
+    assert wine["outputs"][1] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}
+    assert wine["parameters"]["class_names"] == ["class_0", "class_1", "class_2"]
+    r = kinds_client.post(
+        f"/v2/models/{DIABETES}/infer",
+        json={
+            "inputs": [
+                {"name": "input", "shape": [1, 10], "datatype": "FP64", "data": [50.0] * 10}
+            ],
+            "outputs": [{"name": "label"}],
+        },
+    )
+    assert r.status_code == 422 and "unknown output 'label'" in r.json()["error"]
+    assert "['prediction']" in r.json()["error"]
