@@ -328,3 +328,29 @@ def test_a_rollout_needs_classifiers_of_one_task(tmp_path: Path) -> None:
     with pytest.raises(RolloutInvalidError, match=r"regressor.*vigil backtest"):
         Rollouts(store).start(DIABETES, 3, Mode.CANARY, percent=10)
     assert Rollouts(store).current(DIABETES) is None
+
+
+def test_a_converter_attribute_dump_becomes_one_short_paragraph() -> None:
+    """The message skl2onnx gave for HistGradientBoosting under protobuf 7 (kilobytes of the
+    trees' arrays after the node name) is cut to its first sentence and its cause."""
+    from model_store.convert import conversion_error
+
+    x, y, _ = wine_data()
+    model = HistGradientBoostingClassifier(max_iter=3, random_state=0).fit(x.to_numpy(), y)
+    arrays = ", ".join(f"{i}.5e-01" for i in range(5000))
+    try:
+        try:
+            raise TypeError("Field onnx.AttributeProto.ints: Expected an int, got a boolean.")
+        except TypeError as cause:
+            raise ValueError(
+                "Unable to create node 'TreeEnsembleClassifier' with name='TreeEnsembleClassifier'"
+                f" and attributes={{'base_values': array([{arrays}], dtype=float32)}}."
+            ) from cause
+    except ValueError as exc:
+        text = str(conversion_error(model, exc))
+    assert text.startswith(
+        "cannot convert HistGradientBoostingClassifier (step 'HistGradientBoostingClassifier') "
+        "to ONNX: Unable to create node 'TreeEnsembleClassifier' (Field onnx.AttributeProto.ints: "
+        "Expected an int, got a boolean). To fix: try the other --precision"
+    )
+    assert len(text) < 500 and "array(" not in text and "base_values" not in text
