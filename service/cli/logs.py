@@ -227,7 +227,7 @@ def backtest_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON report here.")] = None,  # noqa: UP045
 ) -> None:
     """Replay logged inputs of a window on a candidate version and compare with what was served."""
-    from service.offline.backtest import backtest
+    from service.offline.backtest import backtest, summary_table
 
     columns = (
         TextColumn("replaying"),
@@ -244,24 +244,10 @@ def backtest_cmd(
     except VigilError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    table = Table(
-        "served version",
-        "rows",
-        "label agreement",
-        "mean |Δp|",
-        "max |Δp|",
-        "labelled",
-        "served acc",
-        f"v{candidate} acc",
-    )
-    for v, r in report["per_version"].items():
-        sq, cq = r.get("served_quality", {}), r.get("candidate_quality", {})
-        table.add_row(
-            v, str(r["rows_replayed"]), f"{r['label_agreement']:.4f}",
-            f"{r['probability_diff']['mean']:.3g}", f"{r['probability_diff']['max']:.3g}",
-            str(r["labelled_rows"]),
-            f"{sq['accuracy']:.4f}" if sq else "-", f"{cq['accuracy']:.4f}" if cq else "-",
-        )  # fmt: skip
+    headers, rows = summary_table(report)
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

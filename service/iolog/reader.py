@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import chain
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -148,19 +149,26 @@ class PredictionStream:
         spool: list[pa.Table],
         labels: Labels | None,
         batch_rows: int = BATCH_ROWS,
+        *,
+        store_unique: bool = False,
     ) -> None:
         self.schema = schema
         self._batch_rows = batch_rows
         self._sources, self._spool, self._labels = sources, spool, labels
+        self._store_unique = store_unique
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         seen = SeenKeys()
         # The spool first: a segment delivered and deleted between the two reads is then seen
         # in the store as a duplicate of what the spool gave, and dropped there.
         spool = [self._fresh(t, seen) for t in self._spool]
+        overlap = _SpoolOverlap(self._spool) if self._store_unique else None
         for source in self._sources:
             for batch in source.batches:
-                batch = self._fresh(batch, seen)
+                if overlap is None:
+                    batch = self._fresh(batch, seen)
+                else:
+                    batch = _conform(overlap.drop_spooled(batch), self.schema)
                 if batch.num_rows:
                     yield batch
         for batch in spool:
@@ -179,6 +187,42 @@ class PredictionStream:
         return out
 
 
+class _SpoolOverlap:
+    """The spool's row keys, for a store the caller trusts to hold each record once.
+
+    Only the delivery race can then show a record twice (in the spool and in the store), and
+    only store rows received within the spool's time span can be such a record, so only those
+    are hashed: a window of 1 M rows costs 0.1 s instead of the 0.55 s of hashing every key.
+    """
+
+    def __init__(self, spool: list[pa.Table]) -> None:
+        keys = [row_keys(t) for t in spool if t.num_rows]
+        self._keys = np.sort(np.concatenate(keys)) if keys else None
+        times = [t.column("received_at") for t in spool if t.num_rows]
+        self._span = (
+            None
+            if not times
+            else (min(pc.min(c).as_py() for c in times), max(pc.max(c).as_py() for c in times))
+        )
+
+    def drop_spooled(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self._keys is None or self._span is None:
+            return batch
+        received = batch.column("received_at")
+        near = pc.and_(
+            pc.greater_equal(received, pa.scalar(self._span[0], TS)),
+            pc.less_equal(received, pa.scalar(self._span[1], TS)),
+        )
+        rows = np.flatnonzero(near.to_numpy(zero_copy_only=False))
+        if not len(rows):
+            return batch
+        hashes = row_keys(batch.take(pa.array(rows)))
+        pos = np.minimum(np.searchsorted(self._keys, hashes), len(self._keys) - 1)
+        keep = np.ones(batch.num_rows, dtype=bool)
+        keep[rows[self._keys[pos] == hashes]] = False
+        return batch if keep.all() else batch.filter(pa.array(keep))
+
+
 def open_predictions(
     settings: Settings,
     model: str,
@@ -189,13 +233,19 @@ def open_predictions(
     with_labels: bool = True,
     columns: list[str] | None = None,
     batch_rows: int = BATCH_ROWS,
+    store_unique: bool = False,
 ) -> PredictionStream:
     """The window ``[since, until)`` of ``model`` (``version``), streamed.
 
-    ``columns`` projects (``request_id`` and ``row`` are always read: they are the key).
+    ``columns`` projects (``request_id`` and ``row`` are always read: they are the key; with
+    ``store_unique``, ``received_at`` too). ``store_unique`` trusts the store to hold each
+    record once (delivery is idempotent, compaction swaps files whole) and drops only records
+    also in the spool: for quick counts; exports keep the default, which drops any key seen
+    twice.
     """
     since, until = _utc(since), _utc(until)
-    wanted = None if columns is None else [*KEY, *(c for c in columns if c not in KEY)]
+    key = [*KEY, "received_at"] if store_unique else KEY
+    wanted = None if columns is None else [*key, *(c for c in columns if c not in key)]
     spool = _spool_predictions(settings, model, version, since, until)
     if wanted is not None:
         spool = [t.select([c for c in t.column_names if c in wanted]) for t in spool]
@@ -210,7 +260,7 @@ def open_predictions(
         # Store first, then the spool (newer): read order breaks ties of received_at.
         labels = latest_labels(chain(store.feedback_batches(model, since, until), fb_spool))
         schema = schema.append(pa.field(LABEL, pa.string()))
-    return PredictionStream(schema, sources, spool, labels, batch_rows)
+    return PredictionStream(schema, sources, spool, labels, batch_rows, store_unique=store_unique)
 
 
 def _spool_feedback(settings: Settings, model: str) -> list[pa.Table]:

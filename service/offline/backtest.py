@@ -75,6 +75,23 @@ def backtest(
     }
 
 
+def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The table ``vigil backtest`` prints (and the console shows): headers and rows of text."""
+    candidate = report["candidate_version"]
+    headers = ["served version", "rows", "label agreement", "mean |Δp|", "max |Δp|",
+               "labelled", "served acc", f"v{candidate} acc"]  # fmt: skip
+    rows = []
+    for v, r in report["per_version"].items():
+        sq, cq = r.get("served_quality", {}), r.get("candidate_quality", {})
+        rows.append([
+            v, str(r["rows_replayed"]), f"{r['label_agreement']:.4f}",
+            f"{r['probability_diff']['mean']:.3g}", f"{r['probability_diff']['max']:.3g}",
+            str(r["labelled_rows"]),
+            f"{sq['accuracy']:.4f}" if sq else "-", f"{cq['accuracy']:.4f}" if cq else "-",
+        ])  # fmt: skip
+    return headers, rows
+
+
 def _columns(store: ModelStore, model: str, cand: LoadedModel) -> list[str] | None:
     """What the replay reads: the candidate's inputs, what was served, the label."""
     columns = {"version", "prediction", "label", *cand.feature_names}
