@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class _Off(Exception):
 class UiRoute(APIRoute):
     """Every failure of a console route becomes an HTML page (or a redirect to the login)."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
@@ -154,7 +154,7 @@ def _page(
 
 
 def _error(request: Request, status: int, message: str) -> Response:
-    return _page(request, None, "error.html", status, status=status, message=message)
+    return _page(request, None, "error.html", status, code=status, message=message)
 
 
 def _model(settings: Settings, model: str) -> str:
@@ -430,3 +430,10 @@ async def static(request: Request, name: str) -> Response:
 def _json(data: Any) -> str:
     """JSON for a <script type="application/json">: '<' escaped so no text can close the tag."""
     return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode().replace("<", "\\u003c")
+
+
+@router.get("/{rest:path}")
+async def not_found(request: Request, rest: str) -> Response:
+    """Any other path under /ui: a page too (registered last, so it matches only leftovers)."""
+    _enabled(request)
+    raise NotFound(f"no console page at /ui/{rest}")

@@ -89,7 +89,8 @@ def _requests(batch: pa.RecordBatch) -> _Columns:
     rows = batch.filter(first)
 
     def col(name: str, dtype: type) -> np.ndarray:
-        return np.asarray(rows.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
+        values: np.ndarray = np.asarray(rows.column(name).to_numpy(zero_copy_only=False), dtype)
+        return values
 
     return _Columns(
         ts=np.asarray(rows.column("received_at").cast(pa.int64()).to_numpy(zero_copy_only=False)),
