@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.ui.drift import DriftView
+from service.ui.drift import MAX_STRENGTH, DriftView
 from service.ui.traffic import Traffic
 
 Figure = dict[str, Any]
@@ -50,16 +50,24 @@ def drift_trend(view: DriftView) -> Figure:
     return _fig("Drift runs", data, yaxis={"rangemode": "tozero"})
 
 
+# pale below 1 (not drifted), orange to dark red from 1 (the threshold) up to the cap
+_SCALE = [[0, "#f7fbff"], [0.099, "#fee8c8"], [0.1, "#fc8d59"], [0.3, "#d7301f"], [1, "#67001f"]]
+
+
 def drift_heatmap(view: DriftView) -> Figure:
     data = [
         {
             "type": "heatmap", "x": view.heat_runs, "y": view.features, "z": view.heat,
-            "colorscale": "YlOrRd", "colorbar": {"title": {"text": "score"}},
-            "hovertemplate": "%{y}<br>%{x}<br>score %{z}<extra></extra>",
+            "text": view.heat_text, "zmin": 0, "zmax": MAX_STRENGTH, "colorscale": _SCALE,
+            "colorbar": {"title": {"text": "score vs threshold"}},
+            "hovertemplate": "%{y}<br>%{x}<br>%{text}<br>%{z:.2f} of the threshold<extra></extra>",
         }
     ]  # fmt: skip
-    height = max(320, 18 * len(view.features) + 120)
-    return _fig("Drift score per feature and run", data, height=height, xaxis={"type": "category"})
+    height = max(320, 18 * len(view.features) + 140)
+    return _fig(
+        "Drift per feature and run (≥ 1: drifted)", data, height=height,
+        xaxis={"type": "category"}, yaxis={"automargin": True},
+    )  # fmt: skip
 
 
 def traffic(t: Traffic) -> list[Figure]:
@@ -73,9 +81,13 @@ def traffic(t: Traffic) -> list[Figure]:
             })  # fmt: skip
         return out
 
+    axes = {
+        "xaxis": {"range": [t.since.isoformat(), t.until.isoformat()], "type": "date"},
+        "yaxis": {"rangemode": "tozero"},
+    }
     return [
-        _fig("Requests per bucket", per_version("requests")),
-        _fig("Errors (5xx) per bucket", per_version("errors")),
-        _fig("Latency p99 (ms)", per_version("p99_s", 1000.0)),
-        _fig("Latency p50 (ms)", per_version("p50_s", 1000.0)),
+        _fig("Requests per bucket", per_version("requests"), **axes),
+        _fig("Errors (5xx) per bucket", per_version("errors"), **axes),
+        _fig("Latency p99 (ms)", per_version("p99_s", 1000.0), **axes),
+        _fig("Latency p50 (ms)", per_version("p50_s", 1000.0), **axes),
     ]

@@ -16,6 +16,7 @@ from service.settings import Settings
 
 HEATMAP_RUNS = 30  # drift.json files read per page: the newest runs
 CHART_RUNS = 500
+MAX_STRENGTH = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -27,21 +28,42 @@ class DriftView:
     features: list[str] = field(default_factory=list)
     heat_runs: list[str] = field(default_factory=list)
     heat: list[list[float | None]] = field(default_factory=list)
-    """Per feature, per run of ``heat_runs``: the drift score (worst over versions)."""
+    """Per feature, per run of ``heat_runs``: its :func:`strength`, the worst over versions."""
+    heat_text: list[list[str]] = field(default_factory=list)
 
 
 def _run_dir(settings: Settings, model: str, run: dict[str, Any]) -> Path:
     return Path(run.get("path") or settings.reports_dir / model / str(run["run_id"]))
 
 
-def _scores(report: dict[str, Any]) -> tuple[dict[str, float], float | None]:
-    """Per feature the largest score over versions, and the largest prediction score."""
-    features: dict[str, float] = {}
+def strength(score: float, threshold: float, drifted: bool) -> float | None:
+    """A feature's score against its threshold, oriented so that ≥ 1 means drifted.
+
+    Evidently's scores point two ways: a p-value (KS, chi-square) drifts *below* its
+    threshold, a distance (Wasserstein, Jensen-Shannon) *above*. The verdict tells which: a
+    p-value is the kind whose verdict is "below the threshold". Capped at 10.
+    """
+    if score is None or threshold is None or threshold <= 0:
+        return None
+    p_value = (score < threshold) == drifted
+    ratio = threshold / max(score, 1e-12) if p_value else score / threshold
+    return min(ratio, MAX_STRENGTH)
+
+
+def _scores(report: dict[str, Any]) -> tuple[dict[str, tuple[float, str]], float | None]:
+    """Per feature the largest strength over versions (with its text for hovering), and the
+    largest prediction drift score."""
+    features: dict[str, tuple[float, str]] = {}
     prediction: float | None = None
     for v in report.get("versions", []):
         for name, d in (v.get("features") or {}).items():
-            if d.get("score") is not None:
-                features[name] = max(features.get(name, d["score"]), d["score"])
+            value = strength(d.get("score"), d.get("threshold"), bool(d.get("drifted")))
+            if value is not None and value >= features.get(name, (-1.0, ""))[0]:
+                text = (
+                    f"v{v.get('version')}: {d.get('method')} {d['score']:.3g} "
+                    f"(threshold {d['threshold']})"
+                )
+                features[name] = (value, text)
         pred = v.get("prediction") or {}
         if pred.get("score") is not None:
             prediction = max(prediction or pred["score"], pred["score"])
@@ -51,7 +73,7 @@ def _scores(report: dict[str, Any]) -> tuple[dict[str, float], float | None]:
 def drift_view(settings: Settings, model: str) -> DriftView:
     rows = history(settings.reports_dir, model)[-CHART_RUNS:]
     paths = {r["run_id"]: _run_dir(settings, model, r) for r in _index(settings, model)}
-    per_run: dict[str, dict[str, float]] = {}
+    per_run: dict[str, dict[str, tuple[float, str]]] = {}
     for row in rows:
         folder = paths.get(row["run_id"])
         row["has_html"] = folder is not None and (folder / HTML_FILE).is_file()
@@ -65,11 +87,15 @@ def drift_view(settings: Settings, model: str) -> DriftView:
         except (OSError, ValueError) as exc:
             log.warning("drift report of run %s is unreadable: %s", row["run_id"], exc)
             continue
-        per_run[row["run_id"]], row["prediction_score"] = _scores(report)
+        scores, row["prediction_score"] = _scores(report)
+        if scores:  # a run without analysis has no column
+            per_run[row["run_id"]] = scores
     features = sorted({f for scores in per_run.values() for f in scores})
     heat_runs = list(per_run)
-    heat = [[per_run[r].get(f) for r in heat_runs] for f in features]
-    return DriftView(rows, features, heat_runs, heat)
+    cells = [[per_run[r].get(f) for r in heat_runs] for f in features]
+    heat = [[None if c is None else c[0] for c in row] for row in cells]
+    text = [["" if c is None else c[1] for c in row] for row in cells]
+    return DriftView(rows, features, heat_runs, heat, text)
 
 
 def _index(settings: Settings, model: str) -> list[dict[str, Any]]:

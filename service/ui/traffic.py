@@ -103,7 +103,8 @@ def _requests(batch: pa.RecordBatch) -> _Columns:
 def _bins(latency: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = (np.log10(latency) - _LOW) * _PER_DECADE
-    return np.clip(np.nan_to_num(scaled, nan=0.0, neginf=0.0), 0, _BINS - 1).astype(np.int64)
+    bins: np.ndarray = np.clip(np.nan_to_num(scaled, nan=0.0, neginf=0.0), 0, _BINS - 1)
+    return bins.astype(np.int64)
 
 
 def _quantiles(hist: np.ndarray) -> tuple[float | None, float | None]:
