@@ -22,10 +22,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from service.iolog.store import open_store
 from service.settings import Settings
 from tests.conftest import MODEL
-from tests.servers import VigilServer
+from tests.servers import VigilServer, wait_stored
 
 TOKEN = "browser-token-for-tests-9d04b1"
 REQUESTS = 150
@@ -40,14 +39,6 @@ def _vigil(server: VigilServer, *args: str, timeout: float = 240) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def _stored_rows(settings: Settings) -> int:
-    return sum(
-        b.num_rows
-        for source in open_store(settings).prediction_batches(MODEL, None, None, None)
-        for b in source.batches
-    )
 
 
 @pytest.fixture
@@ -66,10 +57,7 @@ def served(
             r = client.post(f"/v1/models/{MODEL}/predict", json={"instances": [rows[i]]})
             assert r.status_code == 200, r.text
     settings = Settings(model_store=home / "models", data_dir=home / "data")
-    deadline = time.monotonic() + WAIT_S  # both exports must read the same delivered files
-    while _stored_rows(settings) < REQUESTS:
-        assert time.monotonic() < deadline, "the log was not delivered in time"
-        time.sleep(0.2)
+    wait_stored(settings, MODEL, REQUESTS)  # both exports then read the same delivered files
     _vigil(server, "drift", "run", "--model", MODEL)  # analyses the traffic
     _vigil(server, "drift", "run", "--model", MODEL, "--no-html")  # nothing new: insufficient
     return server, since

@@ -104,7 +104,7 @@ def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBa
         if f.name not in names:
             # Rows logged before rollouts had roles were all served by the primary.
             arrays.append(
-                pa.array([PRIMARY] * n, f.type) if f.name == ROLE else pa.nulls(n, f.type)
+                pa.repeat(pa.scalar(PRIMARY, f.type), n) if f.name == ROLE else pa.nulls(n, f.type)
             )
             continue
         col = batch.column(f.name)
@@ -188,12 +188,8 @@ class PredictionStream:
 
 
 class _SpoolOverlap:
-    """The spool's row keys, for a store the caller trusts to hold each record once.
-
-    Only the delivery race can then show a record twice (in the spool and in the store), and
-    only store rows received within the spool's time span can be such a record, so only those
-    are hashed: a window of 1 M rows costs 0.1 s instead of the 0.55 s of hashing every key.
-    """
+    """The spool's row keys, for a store the caller trusts to hold each record once
+    (``store_unique``): only store rows received within the spool's time span are hashed."""
 
     def __init__(self, spool: list[pa.Table]) -> None:
         keys = [row_keys(t) for t in spool if t.num_rows]
@@ -206,8 +202,8 @@ class _SpoolOverlap:
         )
 
     def drop_spooled(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        if self._keys is None or self._span is None:
-            return batch
+        if self._keys is None or self._span is None or "request_id" not in batch.schema.names:
+            return batch  # read without keys: received before the spool's first row
         received = batch.column("received_at")
         near = pc.and_(
             pc.greater_equal(received, pa.scalar(self._span[0], TS)),
@@ -237,20 +233,38 @@ def open_predictions(
 ) -> PredictionStream:
     """The window ``[since, until)`` of ``model`` (``version``), streamed.
 
-    ``columns`` projects (``request_id`` and ``row`` are always read: they are the key; with
-    ``store_unique``, ``received_at`` too). ``store_unique`` trusts the store to hold each
-    record once (delivery is idempotent, compaction swaps files whole) and drops only records
-    also in the spool: for quick counts; exports keep the default, which drops any key seen
-    twice.
+    ``columns`` projects (``request_id`` and ``row`` are always read: they are the key).
+
+    ``store_unique`` is for quick counts: it trusts the store to hold each record once (delivery
+    is idempotent, compaction swaps files whole), so only a record both there and in the spool
+    (the delivery race) can come twice, and only store rows received since the spool's first
+    row can be one. Those are read with their keys and checked against the spool's; earlier
+    rows are read without keys (``request_id`` null or absent unless asked for in ``columns``):
+    a count of 1 M rows reads 8 bytes a row instead of every request id, and hashes none of
+    them. Exports keep the default, which drops any key seen twice.
     """
+    if store_unique and with_labels:
+        raise ValueError("store_unique reads rows without their keys, so without labels")
     since, until = _utc(since), _utc(until)
-    key = [*KEY, "received_at"] if store_unique else KEY
-    wanted = None if columns is None else [*key, *(c for c in columns if c not in key)]
+    wanted = None if columns is None else [*KEY, *(c for c in columns if c not in KEY)]
     spool = _spool_predictions(settings, model, version, since, until)
     if wanted is not None:
+        if store_unique and "received_at" not in wanted:
+            wanted.append("received_at")
         spool = [t.select([c for c in t.column_names if c in wanted]) for t in spool]
     store = open_store(settings)
-    sources = store.prediction_batches(model, version, since, until, wanted, batch_rows)
+    if store_unique and wanted is not None:
+        first = _first_received(spool)
+        lean = [c for c in wanted if c not in KEY or c in (columns or [])]
+        if first is None:
+            sources = store.prediction_batches(model, version, since, until, lean, batch_rows)
+        else:
+            sources = [
+                *store.prediction_batches(model, version, since, first, lean, batch_rows),
+                *store.prediction_batches(model, version, first, until, wanted, batch_rows),
+            ]
+    else:
+        sources = store.prediction_batches(model, version, since, until, wanted, batch_rows)
     schema = _unify([*(t.schema for t in spool), *(s.schema for s in sources)]) or _EMPTY
     if ROLE not in schema.names:
         schema = schema.append(pa.field(ROLE, pa.string()))
@@ -261,6 +275,11 @@ def open_predictions(
         labels = latest_labels(chain(store.feedback_batches(model, since, until), fb_spool))
         schema = schema.append(pa.field(LABEL, pa.string()))
     return PredictionStream(schema, sources, spool, labels, batch_rows, store_unique=store_unique)
+
+
+def _first_received(tables: list[pa.Table]) -> datetime | None:
+    firsts = [pc.min(t.column("received_at")).as_py() for t in tables if t.num_rows]
+    return min(firsts) if firsts else None
 
 
 def _spool_feedback(settings: Settings, model: str) -> list[pa.Table]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,25 +35,31 @@ class Preview:
     head: list[list[Any]]
 
 
-def preview(settings: Settings, w: Window) -> Preview:
-    """How many rows the window holds and its first ``PREVIEW_ROWS`` as logged (hashed PII
-    columns hold their hashes; dropped ones are absent)."""
-    count = open_predictions(
+def count(settings: Settings, w: Window) -> int:
+    stream = open_predictions(
         settings, w.model, w.version, w.since, w.until, with_labels=False, columns=[],
         store_unique=True,
     )  # fmt: skip
-    rows = sum(b.num_rows for b in count)
-    stream = open_predictions(
-        settings, w.model, w.version, w.since, w.until, batch_rows=PREVIEW_ROWS
-    )
-    batches: list[pa.RecordBatch] = []
-    for batch in stream:
-        batches.append(batch)
-        if sum(b.num_rows for b in batches) >= PREVIEW_ROWS:
-            break
-    table = pa.Table.from_batches(batches, stream.schema).slice(0, PREVIEW_ROWS)
-    head = [list(r.values()) for r in table.to_pylist()]
-    return Preview(rows, stream.schema.names, head)
+    return sum(b.num_rows for b in stream)
+
+
+def preview(settings: Settings, w: Window) -> Preview:
+    """How many rows the window holds and its first ``PREVIEW_ROWS`` as logged (hashed PII
+    columns hold their hashes; dropped ones are absent), the label joined as in the export.
+    The count runs in a second thread: both reads spend their time in Arrow, outside the GIL."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-ui-count") as pool:
+        rows = pool.submit(count, settings, w)
+        stream = open_predictions(
+            settings, w.model, w.version, w.since, w.until, batch_rows=PREVIEW_ROWS
+        )
+        batches: list[pa.RecordBatch] = []
+        for batch in stream:
+            batches.append(batch)
+            if sum(b.num_rows for b in batches) >= PREVIEW_ROWS:
+                break
+        table = pa.Table.from_batches(batches, stream.schema).slice(0, PREVIEW_ROWS)
+        head = [list(r.values()) for r in table.to_pylist()]
+        return Preview(rows.result(), stream.schema.names, head)
 
 
 class _Closed(Exception):
