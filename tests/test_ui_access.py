@@ -5,9 +5,11 @@ VIGIL_UI_ENABLED=false). Errors are pages, not stack traces or JSON."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
@@ -17,6 +19,7 @@ from service.app import create_app
 from service.settings import Environment, Settings
 from service.ui import access
 from tests.conftest import MODEL
+from tests.servers import start_vigil
 
 TOKEN = "console-token-for-tests-51c2e8"
 
@@ -184,3 +187,16 @@ def test_errors_are_pages_naming_the_field(
         assert r.status_code == status, r.text
         assert r.headers["content-type"].startswith("text/html") and message in r.text
         assert "Traceback" not in r.text
+
+
+def test_serve_host_option_reaches_the_consoles_check(home: Path) -> None:
+    """`vigil serve --host 0.0.0.0` without a token: the workers' settings see the bind address,
+    so the console is off rather than open to the network."""
+    server = start_vigil(
+        home, args=[sys.executable, "-m", "service.cli", "serve", "--host", "0.0.0.0"]
+    )
+    try:
+        r = httpx.get(server.url + "/ui", timeout=10)
+        assert r.status_code == 404 and "bound to 0.0.0.0" in r.text
+    finally:
+        server.stop()
