@@ -9,6 +9,10 @@ builds the schema from a real spool frame), plus a few drift runs. Then renders 
 threads and template rendering count, the network does not) and reports the median and p95 of
 wall time and of the process's CPU time per request (CPU time is what a busy machine cannot
 inflate: the wall figures on a shared machine include waiting for a core).
+
+Last, single-row predictions are timed through the same app, first alone, then while another
+thread renders the console's heaviest pages over and over: the console must not hold the event
+loop, so predictions should not wait for a page.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -95,6 +100,34 @@ def _p95(values: list[float]) -> float:
     return float(np.quantile(values, 0.95))
 
 
+def predictions(client: TestClient, n: int) -> list[float]:
+    row = demo_data()[0].iloc[0].to_dict()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = client.post(f"/v1/models/{DEMO_MODEL}/predict", json={"instances": [row]})
+        out.append(time.perf_counter() - t)
+        assert r.status_code == 200, r.text
+    return out
+
+
+def beside_the_console(client: TestClient, pages: list[str], n: int) -> list[float]:
+    stop = threading.Event()
+
+    def render() -> None:
+        while not stop.is_set():
+            for path in pages:
+                client.get(path)
+
+    thread = threading.Thread(target=render)
+    thread.start()
+    try:
+        return predictions(client, n)
+    finally:
+        stop.set()
+        thread.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -133,8 +166,18 @@ def main() -> None:
             walls, cpus = measure(client, path, args.repeat)
             figures = [f(v) for v in (walls, cpus) for f in (statistics.median, _p95)]
             table.add_row(name, f"{args.rows:,}", *(f"{1000 * x:.0f} ms" for x in figures))
+        predictions(client, 50)  # warm-up
+        alone = predictions(client, 500)
+        busy = beside_the_console(
+            client, [pages["models"], pages["logs (1 h: count + preview)"]], 500
+        )
     Console().print(table)
     console.print(f"{args.repeat} renders per page after one warm-up; data in {home}")
+    load = Table("single-row predict", "median", "p99", "max")
+    for name, values in (("alone", alone), ("while the console renders", busy)):
+        figures = [statistics.median(values), float(np.quantile(values, 0.99)), max(values)]
+        load.add_row(name, *(f"{1000 * x:.1f} ms" for x in figures))
+    Console().print(load)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,13 @@ from urllib.parse import parse_qs, quote
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
-from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.templating import Jinja2Templates
 
 from model_store.errors import ModelNotFoundError
@@ -61,14 +67,14 @@ class UiRoute(APIRoute):
             except _Redirect as r:
                 return RedirectResponse(r.url, status_code=303)
             except _Off as off:
-                return _page(request, None, "off.html", 404, reason=off.reason)
+                return await _page(request, None, "off.html", 404, reason=off.reason)
             except VigilError as exc:
-                return _error(request, exc.status_code, exc.message)
+                return await _error(request, exc.status_code, exc.message)
             except CorruptLogFile as exc:
-                return _error(request, 503, str(exc))
+                return await _error(request, 503, str(exc))
             except Exception:
                 log.exception("console error on %s %s", request.method, request.url.path)
-                return _error(request, 500, "internal error; the incident was logged")
+                return await _error(request, 500, "internal error; the incident was logged")
 
         return guarded
 
@@ -144,17 +150,19 @@ class _Forbidden(VigilError):
     kind = "forbidden"
 
 
-def _page(
+async def _page(
     request: Request, ui: Ui | None, template: str, status: int = 200, **context: Any
 ) -> Response:
-    response = TEMPLATES.TemplateResponse(
-        request, template, {"ui": ui, "now": datetime.now(UTC), **context}, status_code=status
-    )
+    """The page rendered in a worker thread: a preview of 100 rows by 40 columns is thousands of
+    template cells, too long to hold the event loop for."""
+    values = {"request": request, "ui": ui, "now": datetime.now(UTC), **context}
+    html = await asyncio.to_thread(TEMPLATES.get_template(template).render, values)
+    response = HTMLResponse(html, status_code=status)
     return ui.apply(response) if ui else response
 
 
-def _error(request: Request, status: int, message: str) -> Response:
-    return _page(request, None, "error.html", status, code=status, message=message)
+async def _error(request: Request, status: int, message: str) -> Response:
+    return await _page(request, None, "error.html", status, code=status, message=message)
 
 
 def _model(settings: Settings, model: str) -> str:
@@ -202,7 +210,7 @@ async def login_page(request: Request) -> Response:
     if not access.needs_login:
         raise _Redirect("/ui")
     ui = Ui(request, access)
-    return _page(request, ui, "login.html", next=_next(request.query_params.get("next")))
+    return await _page(request, ui, "login.html", next=_next(request.query_params.get("next")))
 
 
 @router.post("/login")
@@ -214,7 +222,7 @@ async def login(request: Request) -> Response:
     try:
         check_token(form.get("token", ""), access.key, "console")
     except Unauthorized as exc:
-        return _page(request, ui, "login.html", 401, next=target, error=exc.message)
+        return await _page(request, ui, "login.html", 401, next=target, error=exc.message)
     ui.session = acc.new_session(access.key)
     return ui.apply(RedirectResponse(target, status_code=303))
 
@@ -234,14 +242,14 @@ async def logout(request: Request) -> Response:
 async def models_page(request: Request) -> Response:
     ui = _ui(request)
     rows = await asyncio.to_thread(overview.models_overview, ui.settings, datetime.now(UTC))
-    return _page(request, ui, "models.html", rows=rows, window=overview.OVERVIEW_WINDOW)
+    return await _page(request, ui, "models.html", rows=rows, window=overview.OVERVIEW_WINDOW)
 
 
 async def _model_page(
     request: Request, ui: Ui, model: str, status: int = 200, **extra: Any
 ) -> Response:
     detail = await asyncio.to_thread(overview.model_detail, ui.settings, model)
-    return _page(
+    return await _page(
         request, ui, "model.html", status, model=model, d=detail,
         admin_enabled=bool(ui.settings.admin_token.get_secret_value()),
         done=request.query_params.get("done"), **extra,
@@ -292,7 +300,7 @@ async def drift_page(request: Request, model: str) -> Response:
     figures = {"drift-trend": charts.drift_trend(view)}
     if view.features:
         figures["drift-heatmap"] = charts.drift_heatmap(view)
-    return _page(request, ui, "drift.html", model=model, view=view, figures=_json(figures))
+    return await _page(request, ui, "drift.html", model=model, view=view, figures=_json(figures))
 
 
 @router.get("/models/{model}/drift/{run_id}/{name}")
@@ -318,7 +326,7 @@ async def traffic_page(request: Request, model: str) -> Response:
     if since >= until:
         raise InvalidInput("until: must be after since")
     t = await asyncio.to_thread(read_traffic, ui.settings, model, since, until)
-    return _page(
+    return await _page(
         request, ui, "traffic.html", model=model, t=t, window=window, windows=WINDOWS,
         figures=_json({f"traffic-{i}": f for i, f in enumerate(charts.traffic(t))}),
     )  # fmt: skip
@@ -336,7 +344,7 @@ async def logs_page(request: Request, model: str) -> Response:
     p = await asyncio.to_thread(logs.preview, ui.settings, w)
     versions = ModelStore(ui.settings.model_store).versions(model)
     query = {k: v for k, v in params.items() if k in ("version", "since", "until") and v}
-    return _page(
+    return await _page(
         request, ui, "logs.html", model=model, w=w, p=p, versions=versions,
         query="&".join(f"{k}={quote(v)}" for k, v in query.items()),
     )  # fmt: skip
@@ -374,7 +382,7 @@ async def backtest_page(request: Request, model: str) -> Response:
     _model(ui.settings, model)
     recent = await asyncio.to_thread(jobs.list_jobs, ui.settings, model)
     versions = ModelStore(ui.settings.model_store).versions(model)
-    return _page(request, ui, "backtest.html", model=model, jobs=recent, versions=versions)
+    return await _page(request, ui, "backtest.html", model=model, jobs=recent, versions=versions)
 
 
 @router.post("/models/{model}/backtest")
@@ -397,7 +405,7 @@ async def backtest_start(request: Request, model: str) -> Response:
 async def backtest_job(request: Request, job_id: str) -> Response:
     ui = _ui(request)
     job = await asyncio.to_thread(jobs.read_job, ui.settings, job_id)
-    return _page(request, ui, "job.html", model=job["model"], job=job)
+    return await _page(request, ui, "job.html", model=job["model"], job=job)
 
 
 # -- static files ----------------------------------------------------------------------------
