@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from service.iolog.export import export
 from service.iolog.reader import open_predictions
 from service.settings import Settings
+from service.ui import logs
 from tests.conftest import MODEL
 from tests.servers import wait_stored
 
@@ -70,3 +71,21 @@ def test_an_unreadable_log_file_is_an_error_page_not_half_a_file(
     r = client.get(f"/ui/models/{MODEL}/logs/export.csv")
     assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
     assert "cannot read log file" in r.text and "part-broken.parquet" in r.text
+
+
+def test_an_abandoned_download_stops_its_writer_thread(
+    client: TestClient, settings: Settings, rows: list[dict[str, float]], tmp_path: Path
+) -> None:
+    for i in range(150):  # 15,000 rows: more chunks of CSV than the pipe holds
+        batch = [rows[(i * 100 + j) % len(rows)] for j in range(100)]
+        assert client.post(f"/v1/models/{MODEL}/predict", json={"instances": batch}).is_success
+    size = export(open_predictions(settings, MODEL), tmp_path / "all.csv").rows
+    assert size == 15_000 and (tmp_path / "all.csv").stat().st_size > 12 * logs.CHUNK_BYTES
+    pipe, writer = logs.stream_export(settings, logs.Window(MODEL, None, None, None), ".csv")
+    first = pipe.get()
+    assert isinstance(first, bytes) and len(first) >= logs.CHUNK_BYTES
+    writer.join(timeout=2)
+    assert writer.is_alive()  # blocked: the pipe is full and nobody reads
+    pipe.abandoned.set()  # what the response does when the client goes away
+    writer.join(timeout=10)
+    assert not writer.is_alive()

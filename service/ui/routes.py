@@ -364,11 +364,14 @@ async def logs_download(request: Request, model: str, fmt: str) -> Response:
         raise first
 
     async def body() -> Any:
-        if first is not None:
-            yield first
-            it = logs.chunks(pipe)
-            while (chunk := await asyncio.to_thread(next, it, None)) is not None:
-                yield chunk
+        try:
+            if first is not None:
+                yield first
+                it = logs.chunks(pipe)
+                while (chunk := await asyncio.to_thread(next, it, None)) is not None:
+                    yield chunk
+        finally:  # the client went away (or the end came): the writer thread stops
+            pipe.abandoned.set()
 
     kind = "text/csv" if fmt == "csv" else "application/vnd.apache.parquet"
     name = f"{model}{'' if w.version is None else f'-v{w.version}'}.{fmt}"
