@@ -55,6 +55,9 @@ def test_requests_errors_and_roles_per_version_and_bucket(
     assert t.series[1].times == [T0] and t.series[1].requests == [4]
     assert t.series[2].times == [T0 + timedelta(minutes=2)] and t.series[2].errors == [0]
     assert t.total.requests == 6 and t.total.error_rate == pytest.approx(1 / 6)
+    # quantiles of all versions' requests together: 3 at 10 ms, 2 at 20 ms
+    assert t.total.p50_s == pytest.approx(0.01, rel=0.02)
+    assert t.total.p99_s == pytest.approx(0.02, rel=0.02)
 
 
 def test_quantiles_match_the_logged_latencies(

@@ -58,18 +58,8 @@ class Traffic:
     totals: dict[int, Summary]
     series: dict[int, VersionSeries]
 
-    @property
-    def total(self) -> Summary:
-        """All versions together (quantiles: the largest version's, a page's headline)."""
-        if not self.totals:
-            return EMPTY
-        busiest = max(self.totals.values(), key=lambda s: s.requests)
-        return Summary(
-            sum(s.requests for s in self.totals.values()),
-            sum(s.errors for s in self.totals.values()),
-            busiest.p50_s,
-            busiest.p99_s,
-        )
+    total: Summary = EMPTY
+    """All versions together, quantiles over all their requests."""
 
 
 @dataclass(slots=True)
@@ -162,4 +152,6 @@ def read_traffic(
             p50, p99 = _quantiles(hist[i, b])
             s.p50_s.append(p50)
             s.p99_s.append(p99)
-    return Traffic(since, until, bucket, totals, series)
+    all_versions = hist.sum(axis=(0, 1))
+    total = Summary(int(requests.sum()), int(errors.sum()), *_quantiles(all_versions))
+    return Traffic(since, until, bucket, totals, series, total)
