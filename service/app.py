@@ -32,6 +32,7 @@ from service.iolog.base import DisabledIOLog, IOLog
 from service.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from service.offline.autopilot import Autopilot
 from service.settings import Settings
+from service.ui import routes as ui_routes
 
 log = logging.getLogger("vigil")
 
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_admin.router)
     app.include_router(routes_rollout.admin)
     app.include_router(routes_rollout.public)
+    app.include_router(ui_routes.router)
 
     def openapi() -> dict[str, object]:
         served = [s.default for s in registry.models().values() if s.default is not None]

@@ -161,6 +161,11 @@ class Settings(BaseSettings):
         description="Who the admin token stands for in the model history (`who` of changes "
         "made through the admin API).",
     )
+    ui_enabled: bool = Field(
+        True,
+        description="Serve the console at /ui (with VIGIL_ADMIN_TOKEN: behind a token login; "
+        "without: only on 127.0.0.1 in development).",
+    )
     max_rows: int = Field(10_000, gt=0, description="Largest batch accepted in one request.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from service.settings import Settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -96,3 +98,19 @@ def start_vigil(
             server.stop()
             raise TimeoutError(f"vigil did not become ready; its log:\n{server.log()}") from None
     return server
+
+
+def wait_stored(settings: Settings, model: str, rows: int, timeout: float = 30.0) -> None:
+    """Until the log store (not the spool) holds ``rows`` predictions of ``model``: readers then
+    see the same files, so two exports of the window are the same bytes."""
+    from service.iolog.store import open_store
+
+    deadline = time.monotonic() + timeout
+    while True:
+        sources = open_store(settings).prediction_batches(model, None, None, None, ["row"])
+        stored = sum(b.num_rows for s in sources for b in s.batches)
+        if stored >= rows:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{stored} of {rows} rows of {model} stored after {timeout}s")
+        time.sleep(0.1)

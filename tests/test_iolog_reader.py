@@ -236,3 +236,31 @@ def test_postgres_export_streams_the_same_rows_as_parquet(
     a, b = (pq.read_table(outs[n]).to_pandas() for n in ("pg", "parquet"))
     assert len(a) == 3 * 22  # the spool's records too, the doubly stored segment once
     pd.testing.assert_frame_equal(_sorted(a), _sorted(b))
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [(None, None), (DAY1 + 3 * 3600, DAY2 + 7200 + 3), (DAY2, None), (None, DAY2 - 1)],
+)
+def test_store_unique_counts_what_the_full_reader_counts(
+    settings: Settings, logged: list[Frame], since: float | None, until: float | None
+) -> None:
+    """The console's quick count: the segment both delivered and still spooled counts once,
+    and rows stored before the spool's first row are read without their keys."""
+    start = None if since is None else datetime.fromtimestamp(since, UTC)
+    end = None if until is None else datetime.fromtimestamp(until, UTC)
+    expected = read_predictions(settings, MODEL, since=start, until=end)
+    stream = open_predictions(
+        settings, MODEL, since=start, until=end, with_labels=False, columns=["version"],
+        store_unique=True,
+    )  # fmt: skip
+    got = pa.Table.from_batches(list(stream), stream.schema).to_pandas()
+    assert len(got) == len(expected) > 0
+    assert got["version"].value_counts().to_dict() == expected["version"].value_counts().to_dict()
+    early = got["received_at"] < pd.Timestamp(DAY2, unit="s", tz="UTC")
+    assert "request_id" not in got or got.loc[early, "request_id"].isna().all()
+
+
+def test_store_unique_carries_no_labels(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="without labels"):
+        open_predictions(settings, MODEL, store_unique=True)

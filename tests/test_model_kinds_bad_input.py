@@ -249,3 +249,21 @@ def test_v2_metadata_describes_each_kind_truthfully(kinds_client: TestClient) ->
     )
     assert r.status_code == 422 and "unknown output 'label'" in r.json()["error"]
     assert "['prediction']" in r.json()["error"]
+
+
+@pytest.mark.parametrize("model", [DIABETES, DIABETES_MIXED, WINE])
+def test_console_pages_serve_every_kind(kinds_client: TestClient, model: str) -> None:
+    from model_store.demo import demo_frame
+
+    rows = demo_frame(model)[0].iloc[:3].to_dict("records")
+    assert kinds_client.post(f"/v1/models/{model}/predict", json={"instances": rows}).is_success
+    for page in ("", "/traffic", "/logs", "/drift", "/backtest"):
+        r = kinds_client.get(f"/ui/models/{model}{page}")
+        assert r.status_code == 200, (page, r.text[-500:])
+    passport = kinds_client.get(f"/ui/models/{model}").text
+    if model == WINE:
+        assert "class_0, class_1, class_2" in passport and "label agreement" in passport
+    else:
+        assert "regression of</th><td>progression" in passport and "max |Δ prediction|" in passport
+    if model == DIABETES_MIXED:
+        assert "categorical: sex (2 values), age_band (3 values)" in passport

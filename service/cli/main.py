@@ -282,6 +282,8 @@ def serve(
     """Serve the model store over HTTP (trains the demo model first if the store is empty)."""
     import uvicorn
 
+    if host:  # the app's settings (read in each worker) must know it: the console checks it
+        os.environ["VIGIL_HOST"] = host
     settings = Settings()
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, and the default action would
     # end the process as killed (status 143). By then every accepted request is answered and

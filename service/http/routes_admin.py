@@ -18,12 +18,17 @@ from service.http.deps import Runtime, runtime
 from service.http.openapi import ADMIN_ERROR_RESPONSES
 
 
-def require_admin(request: Request) -> Runtime:
-    rt = runtime(request)
+def admin_token(rt: Runtime) -> str:
+    """The admin token; NotFound when none is set (the admin API is off)."""
     token = rt.settings.admin_token.get_secret_value()
     if not token:
         raise NotFound("the admin API is disabled: set VIGIL_ADMIN_TOKEN to enable it")
-    check_bearer(request, token, "admin API", "VIGIL_ADMIN_TOKEN")
+    return token
+
+
+def require_admin(request: Request) -> Runtime:
+    rt = runtime(request)
+    check_bearer(request, admin_token(rt), "admin API", "VIGIL_ADMIN_TOKEN")
     return rt
 
 
@@ -43,19 +48,8 @@ def _json(data: Any) -> Response:
 )
 async def promote(request: Request, model: str, rt: AdminDep) -> Response:
     body = await read_body(request, PromoteBody)
-    version, reason = body.version, body.reason
-    # Unknown model/version → 404 before the registry creates any state for the name.
-    rt.registry.store.version_dir(model, version)
-    previous = await asyncio.to_thread(
-        move_alias,
-        rt,
-        model,
-        version,
-        lambda: rt.registry.store.set_alias(
-            model, version, rt.settings.alias, who=rt.settings.admin_name, reason=reason
-        ),
-    )
-    return _json({"model": model, "serving_version": version, "previous_version": previous})
+    previous = await asyncio.to_thread(promote_version, rt, model, body.version, body.reason)
+    return _json({"model": model, "serving_version": body.version, "previous_version": previous})
 
 
 @router.post(
@@ -65,20 +59,39 @@ async def promote(request: Request, model: str, rt: AdminDep) -> Response:
 )
 async def rollback(request: Request, model: str, rt: AdminDep) -> Response:
     reason = (await read_body(request, ReasonBody)).reason
+    target = await asyncio.to_thread(rollback_model, rt, model, reason)
+    return _json({"model": model, "serving_version": target})
+
+
+def promote_version(rt: Runtime, model: str, version: int, reason: str | None) -> int | None:
+    """Serve ``version`` under the alias; returns the version served before. Blocking."""
+    # Unknown model/version → 404 before the registry creates any state for the name.
+    rt.registry.store.version_dir(model, version)
+    return move_alias(
+        rt,
+        model,
+        version,
+        lambda: rt.registry.store.set_alias(
+            model, version, rt.settings.alias, who=rt.settings.admin_name, reason=reason
+        ),
+    )
+
+
+def rollback_model(rt: Runtime, model: str, reason: str | None) -> int:
+    """Serve the version the alias named before; returns it. Blocking."""
     store = rt.registry.store
     store.resolve(model, rt.settings.alias)  # an unknown model is a 404, not "nothing to roll back"
     history = store.history(model, rt.settings.alias)
     if len(history) < 2:
         raise InvalidInput(f"{model}: nothing to roll back to")
     target = int(history[-2])
-    await asyncio.to_thread(
-        move_alias,
+    move_alias(
         rt,
         model,
         target,
         lambda: store.rollback(model, rt.settings.alias, who=rt.settings.admin_name, reason=reason),
     )
-    return _json({"model": model, "serving_version": target})
+    return target
 
 
 def move_alias(rt: Runtime, model: str, version: int, write_alias: Callable[[], T]) -> T:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,34 +36,44 @@ def export(stream: PredictionStream, out: Path, progress: Progress | None = None
         raise ValueError(f"{out}: the output must end in .parquet or .csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    rows = labelled = 0
     try:
-        with _writer(out.suffix, tmp, stream.schema) as write:
-            for batch in stream:
-                write(batch)
-                rows += batch.num_rows
-                if LABEL in batch.schema.names:
-                    labelled += batch.num_rows - batch.column(LABEL).null_count
-                if progress:
-                    progress(rows)
+        with tmp.open("wb") as sink:
+            done = write_export(stream, sink, out.suffix, progress)
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    return done
+
+
+def write_export(
+    stream: PredictionStream, sink: BinaryIO, suffix: str, progress: Progress | None = None
+) -> Exported:
+    """The bytes of an export (``suffix`` .parquet or .csv) written to ``sink`` as they are made:
+    a file for ``vigil logs export``, an HTTP response for the console's download."""
+    rows = labelled = 0
+    with _writer(suffix, sink, stream.schema) as write:
+        for batch in stream:
+            write(batch)
+            rows += batch.num_rows
+            if LABEL in batch.schema.names:
+                labelled += batch.num_rows - batch.column(LABEL).null_count
+            if progress:
+                progress(rows)
     return Exported(rows, labelled)
 
 
 @contextlib.contextmanager
-def _writer(suffix: str, path: Path, schema: pa.Schema) -> Any:
+def _writer(suffix: str, sink: BinaryIO, schema: pa.Schema) -> Any:
     if suffix == ".parquet":
-        with pq.ParquetWriter(path, schema, **parquet_options(schema)) as parquet:
+        with pq.ParquetWriter(sink, schema, **parquet_options(schema)) as parquet:
             yield parquet.write_batch
         return
     text_schema = pa.schema(
         [pa.field(f.name, pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema]
     )
     options = pcsv.WriteOptions(quoting_style="needed")
-    with pcsv.CSVWriter(path, text_schema, write_options=options) as csv:
+    with pcsv.CSVWriter(sink, text_schema, write_options=options) as csv:
         yield lambda batch: csv.write_batch(_csv_times(batch, text_schema))
 
 

@@ -89,6 +89,30 @@ def backtest(
     }
 
 
+def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The table ``vigil backtest`` prints (and the console shows): headers and rows of text.
+    Classifiers: agreement and accuracy; regressors: prediction differences and MAE."""
+    candidate = report["candidate_version"]
+    per_version = report["per_version"]
+    regression = any("prediction_diff" in r for r in per_version.values())
+    metric, diff = ("mae", "prediction_diff") if regression else ("acc", "probability_diff")
+    sign = "|Δ prediction|" if regression else "|Δp|"
+    headers = ["served version", "rows", *([] if regression else ["label agreement"]),
+               f"mean {sign}", f"max {sign}", "labelled", f"served {metric}",
+               f"v{candidate} {metric}"]  # fmt: skip
+    key = "mae" if regression else "accuracy"
+    rows = []
+    for v, r in per_version.items():
+        sq, cq = r.get("served_quality", {}), r.get("candidate_quality", {})
+        agreement = [] if regression else [f"{r['label_agreement']:.4f}"]
+        rows.append([
+            v, str(r["rows_replayed"]), *agreement,
+            f"{r[diff]['mean']:.3g}", f"{r[diff]['max']:.3g}", str(r["labelled_rows"]),
+            f"{sq[key]:.4f}" if sq else "-", f"{cq[key]:.4f}" if cq else "-",
+        ])  # fmt: skip
+    return headers, rows
+
+
 def _columns(store: ModelStore, model: str, cand: LoadedModel) -> list[str] | None:
     """What the replay reads: the candidate's inputs, what was served, the label."""
     columns = {"version", "prediction", "label", *cand.feature_names}
