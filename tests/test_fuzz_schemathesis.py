@@ -19,6 +19,8 @@ import schemathesis
 from schemathesis import Case, CheckContext, GenerationMode, Response
 from schemathesis.engine import Status, events, from_schema
 
+from model_store.demo import DEMO_NAMES, train_demo_model
+from model_store.store import ModelStore
 from tests.servers import VigilServer, start_vigil
 
 TOKEN = "fuzz-admin-token-0123456789"
@@ -53,12 +55,19 @@ class FuzzRun:
     operations: set[str]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["breast-cancer", "kinds"])
 def fuzz_server(
-    tmp_path_factory: pytest.TempPathFactory, _demo_store_template: Path
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    _demo_store_template: Path,
 ) -> Iterator[VigilServer]:
+    """The demo store; or the other kinds (a regressor, three classes, string features)."""
     home = tmp_path_factory.mktemp("fuzz")
-    shutil.copytree(_demo_store_template, home / "models")
+    if request.param == "kinds":
+        for name in DEMO_NAMES[1:]:
+            train_demo_model(ModelStore(home / "models"), name)
+    else:
+        shutil.copytree(_demo_store_template, home / "models")
     server = start_vigil(home, env={"VIGIL_ADMIN_TOKEN": TOKEN, "VIGIL_ALIAS_POLL_S": "0.5"})
     yield server
     server.stop()
