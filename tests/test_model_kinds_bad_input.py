@@ -267,3 +267,20 @@ def test_console_pages_serve_every_kind(kinds_client: TestClient, model: str) ->
         assert "regression of</th><td>progression" in passport and "max |Δ prediction|" in passport
     if model == DIABETES_MIXED:
         assert "categorical: sex (2 values), age_band (3 values)" in passport
+
+
+def test_numeric_codes_are_checked_beside_strings(kinds_settings: Settings) -> None:
+    from model_store.registration import register_onnx_file
+
+    store = ModelStore(kinds_settings.model_store)
+    features = [f.model_dump() for f in store.manifest(DIABETES_MIXED, 1).features]
+    features[7]["categories"] = [3.0, 4.0, 5.0]  # s4 as a code
+    schema = {"task": "regression", "features": features}
+    register_onnx_file(store, "coded", store.model_path(DIABETES_MIXED, 1), schema)
+    store.set_alias("coded", 1)
+    with TestClient(create_app(kinds_settings), raise_server_exceptions=False) as client:
+        url = "/v1/models/coded/predict"
+        assert client.post(url, json={"instances": [ROW]}).status_code == 200
+        r = client.post(url, json={"instances": [ROW, {**ROW, "s4": 4.5}]})
+        assert r.status_code == 422
+        assert r.json()["error"].startswith("instances[1].s4: 4.5 is not one of the allowed")

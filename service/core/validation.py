@@ -49,6 +49,15 @@ def _check_columns(model: LoadedModel, x: np.ndarray, where: str) -> None:
             name = model.feature_names[num[c]]
             what = "is not a finite number" if not np.isfinite(numbers[r, c]) else "is out of range"
             raise InvalidInput(f"{where}[{r}].{name}: value {numbers[r, c]} {what}")
+        for col, allowed in model.categories.items():  # numeric codes, as in check_matrix
+            values = numbers[:, num.index(col)]
+            bad = ~np.isin(values, list(allowed))
+            if bad.any():
+                r = int(np.argmax(bad))
+                raise InvalidInput(
+                    f"{where}[{r}].{model.feature_names[col]}: {values[r]:g} is not one of the "
+                    f"allowed categories {sorted(allowed)}"
+                )
     for col in model.categorical:
         check_categories(x[:, col].tolist(), model, col, where)
 
