@@ -68,6 +68,7 @@ class Schema:
     keep: tuple[int, ...]  # indices of ``features`` in the model's inputs
     strings: tuple[str, ...] = ()  # categorical features logged as strings in the header
     regression: bool = False  # payload: a float64 value per row instead of label + proba
+    string_index: tuple[int, ...] = ()  # writer side: ``strings`` in the model's inputs
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -88,12 +89,12 @@ class Schema:
         text = set(record.categorical)
         keep = tuple(i for i, n in enumerate(names) if n not in masked and i not in text)
         hashed = tuple(n for n in names if masked.get(n) is PiiPolicy.HASH)
-        strings = tuple(names[i] for i in record.categorical if names[i] not in masked)
+        string_index = tuple(i for i in record.categorical if names[i] not in masked)
         key = f"{record.model}/{record.version}/{record.sha256[:16]}"
         return cls(
             key, record.model, record.version, record.sha256,
-            tuple(names[i] for i in keep), hashed, record.class_names, keep, strings,
-            record.values is not None,
+            tuple(names[i] for i in keep), hashed, record.class_names, keep,
+            tuple(names[i] for i in string_index), record.values is not None, string_index,
         )  # fmt: skip
 
     def frame(self) -> bytes:
@@ -147,8 +148,10 @@ def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) ->
     if record.role != PRIMARY:  # most frames: the header stays as it was before roles
         header["r"] = record.role
     if schema.strings:
-        idx = {n: i for i, n in enumerate(record.feature_names)}
-        header["c"] = {n: [_text(v) for v in inputs[:, idx[n]].tolist()] for n in schema.strings}
+        header["c"] = {
+            n: [_text(v) for v in inputs[:, i].tolist()]
+            for n, i in zip(schema.strings, schema.string_index, strict=True)
+        }
     if pii is not None:
         if schema.hashed:
             idx = {n: i for i, n in enumerate(record.feature_names)}
@@ -167,6 +170,9 @@ def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) ->
     if metadata:
         header["md"] = metadata
     if record.values is not None:
+        if record.rows == 1:
+            payload = inputs.astype("<f8").tobytes() + record.values.astype("<f8").tobytes()
+            return _frame(header, payload)
         rec = np.empty(record.rows, dtype=schema.dtype)
         rec["x"] = inputs
         rec["v"] = record.values
