@@ -122,13 +122,13 @@ def _print_segments(report: DriftReport) -> None:
             "status",
             "weighted",
             "est. acc",
-            "real acc",
+            "real acc/MAE",
             "drifted features",
             title=f"v{v.version} by {seg.key} (≥ {seg.min_rows} rows analysed)",
         )
         for s in seg.segments:
-            est = None if s.estimated is None else s.estimated["accuracy"]
-            real = None if s.realized is None else s.realized["accuracy"]
+            est = None if s.estimated is None else s.estimated.get("accuracy")
+            real = None if s.realized is None else s.realized.get("accuracy", s.realized.get("mae"))
             table.add_row(
                 s.value,
                 str(s.rows),
@@ -314,6 +314,7 @@ def _history_table(model: str, rows: list[dict[str, object]]) -> None:
         "weighted",
         "est. acc",
         "real acc",
+        "real MAE",
         title=f"drift history of {model}",
     )
     for r in rows:
@@ -329,6 +330,7 @@ def _history_table(model: str, rows: list[dict[str, object]]) -> None:
             _fmt(r["weighted_share"]),
             _fmt(r["estimated_accuracy"]),
             _fmt(r["realized_accuracy"]),
+            _fmt(r.get("realized_mae")),
         )
     Console(width=200).print(table)
 
