@@ -477,3 +477,17 @@ def test_multiclass_calibration_survives_the_cache(wine: tuple[pd.DataFrame, Man
         analyse(w, reference, manifest, CFG, again).to_dict()
         == analyse(w, reference, manifest, CFG).to_dict()
     )
+
+
+def test_many_distinct_new_values_do_not_raise_the_threshold(
+    mixed: tuple[pd.DataFrame, Manifest],
+) -> None:
+    reference, manifest = mixed
+    w = window(reference, 400, 13, regression=True)
+    w.loc[:199, "sex"] = [f"new-{i}" for i in range(200)]  # half the rows, each its own value
+    result = analyse(w, reference, manifest, CFG)
+    sex = result.features["sex"]
+    assert sex.drifted and sex.threshold == pytest.approx(CFG.categorical_threshold(400, 442, 3))
+    assert (
+        result.unseen["sex"].share == pytest.approx(0.5) and len(result.unseen["sex"].values) == 5
+    )
