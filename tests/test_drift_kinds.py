@@ -491,3 +491,23 @@ def test_many_distinct_new_values_do_not_raise_the_threshold(
     assert (
         result.unseen["sex"].share == pytest.approx(0.5) and len(result.unseen["sex"].values) == 5
     )
+
+
+def test_page_of_a_multiclass_classifier(
+    wine: tuple[pd.DataFrame, Manifest], tmp_path: Path
+) -> None:
+    reference, manifest = wine
+    result = analyse(window(reference, 150, 14, regression=False), reference, manifest, CFG)
+    assert result.evidence is not None and result.evidence.categorical == ["prediction"]
+    snapshot = drift_snapshot(result.evidence)
+    prediction = next(
+        m for m in snapshot.dict()["metrics"] if m["config"].get("column") == "prediction"
+    )
+    assert result.prediction is not None
+    assert prediction["value"] == pytest.approx(result.prediction.score, rel=1e-9)
+    now = datetime.now(UTC)
+    write_html(
+        DriftReport("r", "wine", now, now, now, now, {}, versions=[result]), tmp_path / "p.html"
+    )
+    page = (tmp_path / "p.html").read_text()
+    assert "classification quality" in page and "estimated accuracy (CBPE)" in page
