@@ -24,6 +24,7 @@ from monitoring.drift.columns import Watched
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import analyse, regression_quality
 from monitoring.drift.html import drift_snapshot, quality_snapshot, write_html
+from monitoring.drift.index import trend_fields
 from monitoring.drift.push import drift_registry
 from monitoring.drift.reference import ReferenceStats
 from monitoring.drift.result import DriftReport, Status
@@ -511,3 +512,13 @@ def test_page_of_a_multiclass_classifier(
     )
     page = (tmp_path / "p.html").read_text()
     assert "classification quality" in page and "estimated accuracy (CBPE)" in page
+
+
+def test_history_keeps_a_regressors_realized_mae(mixed: tuple[pd.DataFrame, Manifest]) -> None:
+    reference, manifest = mixed
+    result = analyse(window(reference, 200, 15, regression=True), reference, manifest, CFG)
+    now = datetime.now(UTC)
+    fields = trend_fields(DriftReport("r", "m", now, now, now, now, {}, versions=[result]))
+    assert result.performance is not None and result.performance.current is not None
+    assert fields["realized_mae"] == pytest.approx(result.performance.current["mae"])
+    assert fields["realized_accuracy"] is None and fields["estimated_accuracy"] is None
