@@ -182,6 +182,22 @@ _DEMOS: dict[str, Callable[[ModelStore, float], Manifest]] = {
 DEMO_NAMES = tuple(_DEMOS)
 
 
+def demo_frame(name: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """A demo's features as requests send them (and as the log stores them) and its target:
+    class indices for the classifiers, numbers for the regressors."""
+    if name == DEMO_MODEL:
+        x, y, _ = demo_data()
+    elif name == WINE:
+        x, y, _ = wine_data()
+    elif name == DIABETES:
+        x, y = diabetes_data()
+    elif name == DIABETES_MIXED:
+        x, y = diabetes_mixed_data()
+    else:
+        raise RegistrationError(f"no demo model {name!r}; demos: {', '.join(DEMO_NAMES)}")
+    return x, y
+
+
 def train_demo_model(
     store: ModelStore, name: str = DEMO_MODEL, *, c: float = 1.0, promote: bool = True
 ) -> Manifest:

@@ -245,6 +245,14 @@ class Metrics(DeliveryMetrics):
             ["model", "version"],
             registry=r,
         )
+        self.unseen_categories = Counter(
+            "vigil_unseen_categories_total",
+            "Served rows whose categorical feature held a value training never saw (the "
+            "pipeline's handle_unknown decided the answer), by model, version and feature. "
+            "Labels are names the model store knows: the values themselves are not labels.",
+            ["model", "version", "feature"],
+            registry=r,
+        )
         self.canary_fallbacks = Counter(
             "vigil_canary_fallbacks_total",
             "Canary requests whose candidate answered non-finite numbers; the primary answered "
@@ -380,6 +388,11 @@ class Metrics(DeliveryMetrics):
         children[0].observe(seconds)
         if failed:
             children[1].inc()
+
+    def unseen(self, model: str, version: str, counts: dict[str, int]) -> None:
+        if self.enabled:
+            for feature, n in counts.items():
+                self.unseen_categories.labels(model, version, feature).inc(n)
 
     def canary_fallback(self, model: str, version: str) -> None:
         if self.enabled:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -219,6 +219,28 @@ def quarantine_retry(
         raise typer.Exit(1)
 
 
+def _backtest_table(report: dict[str, Any], candidate: int) -> Table:
+    """Per served version: agreement and accuracy (classifiers), or prediction differences and
+    MAE/R² (regressors), on the labelled rows."""
+    rows = report["per_version"]
+    regression = any("prediction_diff" in r for r in rows.values())
+    metric, diff = ("mae", "prediction_diff") if regression else ("accuracy", "probability_diff")
+    sign = "|Δ prediction|" if regression else "|Δp|"
+    table = Table(
+        "served version", "rows", *(() if regression else ("label agreement",)),
+        f"mean {sign}", f"max {sign}", "labelled", f"served {metric}", f"v{candidate} {metric}",
+    )  # fmt: skip
+    for v, r in rows.items():
+        sq, cq = r.get("served_quality", {}), r.get("candidate_quality", {})
+        agreement = () if regression else (f"{r['label_agreement']:.4f}",)
+        table.add_row(
+            v, str(r["rows_replayed"]), *agreement,
+            f"{r[diff]['mean']:.3g}", f"{r[diff]['max']:.3g}", str(r["labelled_rows"]),
+            f"{sq[metric]:.4f}" if sq else "-", f"{cq[metric]:.4f}" if cq else "-",
+        )  # fmt: skip
+    return table
+
+
 def backtest_cmd(
     model: Annotated[str, typer.Option(help="Model name.")],
     candidate: Annotated[int, typer.Option(help="Version to replay the traffic on.")],
@@ -244,25 +266,7 @@ def backtest_cmd(
     except VigilError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    table = Table(
-        "served version",
-        "rows",
-        "label agreement",
-        "mean |Δp|",
-        "max |Δp|",
-        "labelled",
-        "served acc",
-        f"v{candidate} acc",
-    )
-    for v, r in report["per_version"].items():
-        sq, cq = r.get("served_quality", {}), r.get("candidate_quality", {})
-        table.add_row(
-            v, str(r["rows_replayed"]), f"{r['label_agreement']:.4f}",
-            f"{r['probability_diff']['mean']:.3g}", f"{r['probability_diff']['max']:.3g}",
-            str(r["labelled_rows"]),
-            f"{sq['accuracy']:.4f}" if sq else "-", f"{cq['accuracy']:.4f}" if cq else "-",
-        )  # fmt: skip
-    Console().print(table)
+    Console().print(_backtest_table(report, candidate))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))

@@ -30,7 +30,9 @@ _NUMBER_TYPES = frozenset({float, int})
 
 @dataclass(slots=True)
 class V1Request:
-    x: np.ndarray  # float64 [batch, n_features], as received
+    # float64 [batch, n_features] as received; a model with categorical features: object, its
+    # numeric columns floats and its categorical ones str
+    x: np.ndarray
     request_id: str | None
     metadata: dict[str, str]
 
@@ -40,9 +42,10 @@ def _typed_decoder(model: LoadedModel) -> msgspec.json.Decoder[Any]:
     if decoder is None:
         # Feature names need not be identifiers: fields f0…fN, renamed to the real names.
         fields = [f"f{i}" for i in range(model.n_features)]
+        kinds = [str if i in model.known_categories else float for i in range(model.n_features)]
         row = msgspec.defstruct(
             "Instance",
-            [(f, float) for f in fields],
+            list(zip(fields, kinds, strict=True)),
             rename=dict(zip(fields, model.feature_names, strict=True)),
             forbid_unknown_fields=True,
         )
@@ -78,11 +81,15 @@ def decode_v1_json(raw: bytes, model: LoadedModel, max_rows: int) -> V1Request:
     request_id = check_request_id(None if request_id is msgspec.UNSET else request_id, "id")
     metadata = check_metadata(None if metadata is msgspec.UNSET else metadata)
     n = model.n_features
-    x = np.fromiter(
-        chain.from_iterable(map(msgspec.structs.astuple, instances)),
-        dtype=np.float64,
-        count=len(instances) * n,
-    ).reshape(len(instances), n)
+    if model.columns:
+        x = np.empty((len(instances), n), dtype=object)
+        x[:] = list(map(msgspec.structs.astuple, instances))
+    else:
+        x = np.fromiter(
+            chain.from_iterable(map(msgspec.structs.astuple, instances)),
+            dtype=np.float64,
+            count=len(instances) * n,
+        ).reshape(len(instances), n)
     check_matrix(model, x, "instances")
     return V1Request(x, request_id, metadata)
 
@@ -112,6 +119,8 @@ def decode_v1(body: Any, model: LoadedModel, max_rows: int) -> V1Request:
 
 
 def _matrix(instances: list[Any], model: LoadedModel) -> np.ndarray:
+    if model.columns:
+        return _object_matrix(instances, model)
     n = model.n_features
     getter = itemgetter(*model.feature_names)
     try:
@@ -125,6 +134,44 @@ def _matrix(instances: list[Any], model: LoadedModel) -> np.ndarray:
         pass
     _explain(instances, model)
     raise InvalidInput("instances: invalid values")  # _explain always raises first
+
+
+def _object_matrix(instances: list[Any], model: LoadedModel) -> np.ndarray:
+    """Rows of a model with categorical features: numbers and strings as each feature's kind
+    says, in an object matrix; the first problem is named."""
+    x = np.empty((len(instances), model.n_features), dtype=object)
+    names = model.feature_index
+    kinds = [str if i in model.known_categories else float for i in range(model.n_features)]
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise InvalidInput(
+                f"instances[{i}]: expected an object of features, got {type_name(row)}"
+            )
+        for key in row:
+            if key not in names:
+                raise InvalidInput(f"instances[{i}]: unknown feature {key!r}")
+        for j, name in enumerate(model.feature_names):
+            if name not in row:
+                raise InvalidInput(f"instances[{i}]: missing feature {name!r}")
+            value = row[name]
+            if kinds[j] is str:
+                if type(value) is not str:
+                    raise InvalidInput(
+                        f"instances[{i}].{name}: expected a string, got {type_name(value)}"
+                    )
+                x[i, j] = value
+                continue
+            if type(value) not in _NUMBER_TYPES:
+                raise InvalidInput(
+                    f"instances[{i}].{name}: expected a number, got {type_name(value)}"
+                )
+            try:
+                x[i, j] = float(value)
+            except OverflowError:
+                raise InvalidInput(
+                    f"instances[{i}].{name}: number {str(value)[:20]}… is out of range"
+                ) from None
+    return x
 
 
 def _explain(instances: list[Any], model: LoadedModel) -> None:

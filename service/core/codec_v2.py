@@ -28,7 +28,10 @@ from service.errors import BadRequest, InvalidInput
 
 LABEL = "label"
 PROBABILITIES = "probabilities"
+PREDICTION = "prediction"  # a regressor's one output, FP64 [batch]
 OUTPUTS = (LABEL, PROBABILITIES)
+REGRESSION_OUTPUTS = (PREDICTION,)
+BYTES = "BYTES"  # string tensors: categorical features
 _NP_TYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 _NUMBER_TYPES = frozenset({float, int})
 
@@ -97,6 +100,8 @@ def _typed_request(
         return None
     t = typed.inputs[0]
     n = model.n_features
+    if model.columns:
+        return None
     if t.datatype not in _NP_TYPES or len(t.shape) != 2 or t.shape[1] != n:
         return None
     rows = t.shape[0]
@@ -110,7 +115,7 @@ def _typed_request(
     x = np.array(t.data, dtype=np.float64).reshape(rows, n)
     check_matrix(model, x, "inputs")
     requested = None if typed.outputs is msgspec.UNSET else [{"name": o.name} for o in outputs]
-    names, binary_outputs = _requested_outputs(requested, {})
+    names, binary_outputs = _requested_outputs(requested, {}, model_outputs(model))
     return V2Request(x, request_id, names, binary_outputs)
 
 
@@ -127,14 +132,16 @@ def decode_v2(body: Any, binary: bytes, model: LoadedModel, max_rows: int) -> V2
     tensors: list[_Tensor] = []
     offset = 0
     for i, t in enumerate(inputs):
-        tensor, used = _tensor(t, i, binary, offset)
+        tensor, used = _tensor(t, i, binary, offset, model.columns)
         tensors.append(tensor)
         offset += used
     if offset != len(binary):
         raise InvalidInput(f"binary data: {len(binary)} bytes sent, the tensors declare {offset}")
     x = _assemble(tensors, model, max_rows)
     check_matrix(model, x, "inputs")
-    outputs, binary_outputs = _requested_outputs(body.get("outputs"), params or {})
+    outputs, binary_outputs = _requested_outputs(
+        body.get("outputs"), params or {}, model_outputs(model)
+    )
     return V2Request(x, request_id, outputs, binary_outputs)
 
 
@@ -142,11 +149,15 @@ def decode_v2(body: Any, binary: bytes, model: LoadedModel, max_rows: int) -> V2
 class _Tensor:
     name: str
     shape: tuple[int, ...]
-    data: np.ndarray  # flat float64
+    data: np.ndarray  # flat float64; BYTES: flat object of str
+    datatype: str = "FP64"
 
 
-def _tensor(t: Any, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
-    """A decoded tensor and how many bytes of the binary section it consumed."""
+def _tensor(
+    t: Any, i: int, binary: bytes, offset: int, strings: bool = False
+) -> tuple[_Tensor, int]:
+    """A decoded tensor and how many bytes of the binary section it consumed; ``strings``:
+    the model has categorical features (BYTES tensors)."""
     where = f"inputs[{i}]"
     if not isinstance(t, dict):
         raise InvalidInput(f"{where}: expected a tensor object, got {type_name(t)}")
@@ -161,8 +172,9 @@ def _tensor(t: Any, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
         or any(type(d) is not int or d < 0 for d in shape)
     ):
         raise InvalidInput(f"{where}.shape: expected 1 or 2 non-negative integers, got {shape!r}")
-    if dtype not in _NP_TYPES:
-        raise InvalidInput(f"{where}.datatype: {dtype!r} is not supported; use FP32 or FP64")
+    if dtype not in _NP_TYPES and not (strings and dtype == BYTES):
+        hint = " (BYTES for categorical features)" if strings else ": the features are numeric"
+        raise InvalidInput(f"{where}.datatype: {dtype!r} is not supported; use FP32 or FP64{hint}")
     count = math.prod(shape)
     tparams = t.get("parameters") or {}
     if not isinstance(tparams, dict):
@@ -170,12 +182,59 @@ def _tensor(t: Any, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
     used = 0
     if "binary_data_size" in tparams:
         used = tparams["binary_data_size"]
-        data = _binary_data(used, binary[offset:], _NP_TYPES[dtype], where)
+        if dtype == BYTES:
+            data = _binary_strings(used, binary[offset:], where)
+        else:
+            data = _binary_data(used, binary[offset:], _NP_TYPES[dtype], where)
+    elif dtype == BYTES:
+        data = _json_strings(t.get("data"), where)
     else:
         data = _json_data(t.get("data"), where)
     if data.size != count:
         raise InvalidInput(f"{where}: shape {shape} needs {count} values, data has {data.size}")
-    return _Tensor(name, tuple(shape), data), used
+    return _Tensor(name, tuple(shape), data, dtype), used
+
+
+def _binary_strings(size: Any, binary: bytes, where: str) -> np.ndarray:
+    """BYTES in the binary extension: each element a little-endian u32 length, then its bytes."""
+    if type(size) is not int or size < 0:
+        raise InvalidInput(f"{where}.parameters.binary_data_size: invalid size {size!r}")
+    if size > len(binary):
+        raise InvalidInput(f"{where}: binary_data_size {size} exceeds the binary payload")
+    out: list[str] = []
+    pos, raw = 0, binary[:size]
+    while pos < size:
+        if pos + 4 > size:
+            raise InvalidInput(f"{where}: BYTES element length cut off at byte {pos}")
+        (n,) = struct.unpack_from("<I", raw, pos)
+        if pos + 4 + n > size:
+            raise InvalidInput(f"{where}: BYTES element of {n} bytes overruns the tensor")
+        try:
+            out.append(raw[pos + 4 : pos + 4 + n].decode())
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{where}: element {len(out)} is not UTF-8 text") from None
+        pos += 4 + n
+    return _objects(out)
+
+
+def _json_strings(data: Any, where: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise InvalidInput(f"{where}.data: expected an array of strings, got {type_name(data)}")
+    flat: list[Any] = data
+    while flat and isinstance(flat[0], list):
+        if not all(isinstance(v, list) for v in flat):
+            raise InvalidInput(f"{where}.data: mixes arrays and scalars")
+        flat = list(chain.from_iterable(flat))
+    for v in flat:
+        if type(v) is not str:
+            raise InvalidInput(f"{where}.data: expected strings, found {type_name(v)}")
+    return _objects(flat)
+
+
+def _objects(values: list[str]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
 
 
 def _binary_data(size: Any, binary: bytes, dtype: np.dtype[Any], where: str) -> np.ndarray:
@@ -205,6 +264,8 @@ def _json_data(data: Any, where: str) -> np.ndarray:
 
 def _assemble(tensors: list[_Tensor], model: LoadedModel, max_rows: int) -> np.ndarray:
     n = model.n_features
+    if model.columns:
+        return _assemble_columns(tensors, model, max_rows)
     if len(tensors) == 1 and len(tensors[0].shape) == 2:
         t = tensors[0]
         if t.shape[1] != n:
@@ -238,12 +299,49 @@ def _assemble(tensors: list[_Tensor], model: LoadedModel, max_rows: int) -> np.n
     return x
 
 
+def _assemble_columns(tensors: list[_Tensor], model: LoadedModel, max_rows: int) -> np.ndarray:
+    """One tensor per feature, named by it: BYTES for categorical, FP32/FP64 for numeric."""
+    by_name = {t.name: t for t in tensors}
+    if len(by_name) != len(tensors):
+        raise InvalidInput("inputs: a tensor name appears twice")
+    unknown = by_name.keys() - model.feature_index.keys()
+    if unknown:
+        raise InvalidInput(
+            f"inputs: unknown tensor {sorted(unknown)[0]!r}; this model takes one tensor per "
+            "feature, named by it (BYTES for categorical features, FP32/FP64 for numeric)"
+        )
+    missing = [f for f in model.feature_names if f not in by_name]
+    if missing:
+        raise InvalidInput(f"inputs: missing feature tensor {missing[0]!r}")
+    lengths = {t.shape[0] for t in tensors}
+    if len(lengths) != 1 or any(len(t.shape) == 2 and t.shape[1] != 1 for t in tensors):
+        raise InvalidInput("inputs: feature tensors must all have shape [batch] or [batch, 1]")
+    rows = lengths.pop()
+    if rows == 0:
+        raise InvalidInput("inputs: the batch is empty")
+    if rows > max_rows:
+        raise InvalidInput(f"inputs: {rows} rows exceed the limit of {max_rows}")
+    x = np.empty((rows, model.n_features), dtype=object)
+    for j, name in enumerate(model.feature_names):
+        t = by_name[name]
+        categorical = j in model.known_categories
+        if categorical != (t.datatype == BYTES):
+            want = "BYTES (a categorical feature)" if categorical else "FP32 or FP64"
+            raise InvalidInput(f"inputs[{name!r}].datatype: {t.datatype}, expected {want}")
+        x[:, j] = t.data
+    return x
+
+
+def model_outputs(model: LoadedModel) -> tuple[str, ...]:
+    return REGRESSION_OUTPUTS if model.regression else OUTPUTS
+
+
 def _requested_outputs(
-    outputs: Any, params: dict[str, Any]
+    outputs: Any, params: dict[str, Any], known: tuple[str, ...] = OUTPUTS
 ) -> tuple[tuple[str, ...], frozenset[str]]:
     default_binary = params.get("binary_data_output") is True
     if outputs is None:
-        names = OUTPUTS
+        names = known
         return names, frozenset(names) if default_binary else frozenset()
     if not isinstance(outputs, list):
         raise InvalidInput("outputs: expected an array of {name} objects")
@@ -253,10 +351,8 @@ def _requested_outputs(
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise InvalidInput(f"outputs[{i}]: expected an object with a string name")
         name = o["name"]
-        if name not in OUTPUTS:
-            raise InvalidInput(
-                f"outputs[{i}].name: unknown output {name!r}; known: {list(OUTPUTS)}"
-            )
+        if name not in known:
+            raise InvalidInput(f"outputs[{i}].name: unknown output {name!r}; known: {list(known)}")
         names_list.append(name)
         oparams = o.get("parameters") or {}
         if not isinstance(oparams, dict):
@@ -273,10 +369,20 @@ def encode_v2(
     rows = pred.labels.shape[0]
     out_json: list[dict[str, Any]] = []
     blobs: list[bytes] = []
+    entry: dict[str, Any]
     for name in req.outputs:
-        if name == LABEL:
+        if name == PREDICTION:
+            assert pred.values is not None
+            entry = {"name": PREDICTION, "datatype": "FP64", "shape": [rows]}
+            if PREDICTION in req.binary_outputs:
+                blob = pred.values.astype("<f8").tobytes()
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                entry["data"] = pred.values
+        elif name == LABEL:
             labels = model.class_names_arr[pred.labels]
-            entry: dict[str, Any] = {"name": LABEL, "datatype": "BYTES", "shape": [rows]}
+            entry = {"name": LABEL, "datatype": "BYTES", "shape": [rows]}
             if LABEL in req.binary_outputs:
                 blob = b"".join(
                     struct.pack("<I", len(b)) + b for b in (s.encode() for s in labels.tolist())

@@ -21,7 +21,7 @@ from service.core.codec_v2 import V2Request, decode_v2_json, encode_v2
 from service.core.loaded_model import LoadedModel, Prediction
 from service.core.registry import ModelRegistry
 from service.core.routing import Route
-from service.core.validation import check_prediction, decode_feedback
+from service.core.validation import check_label, check_prediction, decode_feedback, unseen_counts
 from service.errors import InvalidInput
 from service.iolog.base import IOLog
 from service.iolog.frames import CANARY, PRIMARY, SHADOW
@@ -96,6 +96,19 @@ def _failed_shadow(candidate: LoadedModel, x: np.ndarray, exc: BaseException, s:
     if not isinstance(exc, InvalidInput):
         log.warning("shadow candidate %s v%s failed: %r", candidate.name, candidate.version, exc)
     return Shadow(candidate, x, None, f"{type(exc).__name__}: {exc}"[:500], s)
+
+
+def _v1_predictions(model: LoadedModel, pred: Prediction) -> list[dict[str, Any]]:
+    """Per row: ``{"prediction": value}`` for a regressor; label and probabilities by class."""
+    if pred.values is not None:
+        return [{"prediction": v} for v in pred.values.tolist()]
+    names = model.class_names
+    labels = model.class_names_arr[pred.labels].tolist()
+    probs = pred.probabilities.tolist()
+    return [
+        {"label": lab, "probabilities": dict(zip(names, p, strict=True))}
+        for lab, p in zip(labels, probs, strict=True)
+    ]
 
 
 def parse_version(version: str | None) -> int | None:
@@ -208,9 +221,9 @@ class DataPlane:
                 log.warning("canary candidate %s v%s failed: %r", model.name, model.version, exc)
                 error = f"{type(exc).__name__}: {exc}"[:500]
             else:
-                if np.isfinite(pred.probabilities).all():
+                if pred.finite().all():
                     return model, req, pred, role, None
-                error = "InvalidInput: the canary candidate's probabilities are not finite numbers"
+                error = "InvalidInput: the canary candidate's answers are not finite numbers"
             primary = route.primary
             preq = req if route.same_schema else decode(primary)
             failed = Shadow(model, req.x, None, error, time.perf_counter() - start, CANARY)
@@ -233,7 +246,8 @@ class DataPlane:
         try:
             cx = x if route.same_schema else decode(candidate).x
         except Exception as exc:  # the request does not fit the candidate's schema
-            blank = np.full((x.shape[0], candidate.n_features), np.nan)
+            dtype = object if candidate.columns else np.float64
+            blank = np.full((x.shape[0], candidate.n_features), np.nan, dtype=dtype)
             return await self._run(primary, x), _failed_shadow(candidate, blank, exc, 0.0)
         if x.shape[0] <= self.inline_max_rows:
             pred = primary.predict(x)
@@ -265,19 +279,12 @@ class DataPlane:
         model, req, request_id, pred, role, shadow = await self._answer(
             model_name, version, header_id, decode, "instances"
         )
-        names = model.class_names
-        labels = model.class_names_arr[pred.labels].tolist()
-        probs = pred.probabilities.tolist()
-        predictions = [
-            {"label": lab, "probabilities": dict(zip(names, p, strict=True))}
-            for lab, p in zip(labels, probs, strict=True)
-        ]
         out = orjson.dumps(
             {
                 "model": model.name,
                 "version": model.version,
                 "request_id": request_id,
-                "predictions": predictions,
+                "predictions": _v1_predictions(model, pred),
             }
         )
         await self._finish(
@@ -308,8 +315,9 @@ class DataPlane:
         return Result(out, request_id, header_len)
 
     async def feedback(self, body: Any, started: float, source: str) -> int:
-        """Validate ground-truth labels against the model's classes and log them durably, with
-        who sent them (``source``), beside any earlier label of the same row."""
+        """Validate ground-truth labels against the model's classes (a regressor's: finite
+        numbers, logged as their ``repr``) and log them durably, with who sent them
+        (``source``), beside any earlier label of the same row."""
         items = decode_feedback(body, self.max_rows)
         served = {name: st.default for name, st in self.registry.models().items() if st.default}
         by_model: dict[str, tuple[LoadedModel, list[tuple[str, int, str]]]] = {}
@@ -319,12 +327,8 @@ class DataPlane:
                     raise InvalidInput(f"[{i}].model: required when several models are served")
                 model_name = next(iter(served))
             model = served.get(model_name) or self.registry.get(model_name)
-            if label not in model.class_names:
-                raise InvalidInput(
-                    f"[{i}].label: {label!r} is not a class of {model.name} "
-                    f"({', '.join(model.class_names)})"
-                )
-            by_model.setdefault(model.name, (model, []))[1].append((request_id, row, label))
+            text = check_label(model, label, f"[{i}].label")
+            by_model.setdefault(model.name, (model, []))[1].append((request_id, row, text))
         for model, rows in by_model.values():
             await self.iolog.append_feedback(model.name, rows, source)
             self.metrics.observe(
@@ -363,7 +367,11 @@ class DataPlane:
             probabilities=pred.probabilities,
             metadata=metadata,
             role=role,
+            values=pred.values,
+            categorical=model.categorical,
         )
+        if model.categorical:
+            self.metrics.unseen(model.name, str(model.version), unseen_counts(model, x))
         if shadow is None:
             await self.iolog.append(record)
         else:
@@ -395,11 +403,14 @@ class DataPlane:
     def _shadow_record(primary: IORecord, shadow: Shadow, latency: float) -> IORecord:
         cand = shadow.model
         rows = shadow.x.shape[0]
+        values = None
         if shadow.pred is not None:
             labels, proba = shadow.pred.labels, shadow.pred.probabilities
+            values = shadow.pred.values
         else:
             labels = np.zeros(rows, np.int64)
             proba = np.full((rows, len(cand.class_names)), np.nan, np.float32)
+            values = np.full(rows, np.nan) if cand.regression else None
         metadata = primary.metadata
         if shadow.error is not None:
             metadata = {**metadata, SHADOW_ERROR_KEY: shadow.error}
@@ -409,6 +420,7 @@ class DataPlane:
             status=200 if shadow.error is None else 500, latency_s=latency,
             feature_names=cand.feature_names, inputs=shadow.x, class_names=cand.class_names,
             labels=labels, probabilities=proba, metadata=metadata, role=shadow.role,
+            values=values, categorical=cand.categorical,
         )  # fmt: skip
 
     async def reject(

@@ -6,6 +6,7 @@ Core code (the codecs) and the HTTP layer both parse through here; nothing here 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -20,10 +21,47 @@ def parse_json(raw: bytes) -> Any:
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        _refuse_non_finite(raw)
         raise BadRequest(f"body: malformed JSON ({exc})") from None
     if len(raw) <= DUPLICATE_CHECK_MAX_BYTES and isinstance(parsed, dict | list):
         check_duplicate_keys(raw, _count_keys(parsed))
     return parsed
+
+
+def _refuse_non_finite(raw: bytes) -> None:
+    """Name the field of a NaN, Infinity or overflowing number (JSON has none; Python's json
+    writes them): the stdlib parser accepts them, so where it succeeds they were the problem."""
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        return
+    where = _non_finite_path(parsed, "", 1)
+    if where is not None:
+        path, value = where
+        what = "NaN" if math.isnan(value) else "infinity" if value > 0 else "-infinity"
+        raise BadRequest(
+            f"body: malformed JSON: {path or 'the body'} is {what}, which JSON cannot hold "
+            "(numbers too large for a double read as infinity); send a finite number"
+        )
+
+
+def _non_finite_path(node: Any, path: str, depth: int) -> tuple[str, float] | None:
+    if type(node) is float and not math.isfinite(node):
+        return path, node
+    if depth > MAX_DEPTH:
+        return None
+    items: Any = (
+        ((f".{k}" if path else str(k), v) for k, v in node.items())
+        if type(node) is dict
+        else ((f"{path}[{i}]", v) for i, v in enumerate(node))
+        if type(node) is list
+        else ()
+    )
+    for key, value in items:
+        found = _non_finite_path(value, key if type(node) is list else f"{path}{key}", depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def check_duplicate_keys(raw: bytes, kept: int) -> None:

@@ -9,15 +9,25 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from model_store.inputs import feed
 from model_store.manifest import Manifest
 from model_store.store import ModelStore
 
 
 @dataclass(slots=True)
 class Prediction:
-    labels: np.ndarray  # class indices, int64 [batch]
-    probabilities: np.ndarray  # float32 [batch, n_classes]
+    labels: np.ndarray  # class indices, int64 [batch] (zeros for a regressor)
+    probabilities: np.ndarray  # float32 [batch, n_classes] ([batch, 0] for a regressor)
     model_seconds: float
+    values: np.ndarray | None = None  # a regressor's predictions, float64 [batch]
+
+    def finite(self) -> np.ndarray:
+        """Per row: is the model's answer (probabilities or value) a finite number?"""
+        if self.values is not None:
+            ok: np.ndarray = np.isfinite(self.values)
+            return ok
+        rows: np.ndarray = np.isfinite(self.probabilities).all(axis=1)
+        return rows
 
 
 def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
@@ -43,7 +53,22 @@ class LoadedModel:
         self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name: str = inp.name
-        self.dtype = np.float64 if inp.type == "tensor(double)" else np.float32
+        types = {i.type for i in self.session.get_inputs()}
+        self.dtype = np.float64 if "tensor(double)" in types else np.float32
+        self.regression = manifest.is_regression
+        # columns: one input per feature (a categorical one among them); inputs arrive as an
+        # object matrix of floats and str. tensor: the float64 matrix of the fast path.
+        self.columns = manifest.input_mode == "columns"
+        self.categorical: tuple[int, ...] = tuple(
+            i for i, f in enumerate(manifest.features) if f.categorical
+        )
+        self.numeric: tuple[int, ...] = tuple(
+            i for i, f in enumerate(manifest.features) if not f.categorical
+        )
+        self.known_categories: dict[int, frozenset[str]] = {
+            i: frozenset(str(c) for c in manifest.features[i].categories or ())
+            for i in self.categorical
+        }
         self.feature_names: tuple[str, ...] = tuple(manifest.feature_names)
         self.n_features = len(self.feature_names)
         self.feature_index = {n: i for i, n in enumerate(self.feature_names)}
@@ -54,7 +79,11 @@ class LoadedModel:
         values = manifest.outputs.class_values
         self._identity_labels = values == list(range(len(values)))
         self._label_lookup = {v: i for i, v in enumerate(values)}
-        self._outputs = [self._label_output, self._proba_output or self._label_output]
+        if self.regression:
+            self._outputs = [manifest.outputs.prediction or self.session.get_outputs()[0].name]
+        else:
+            label = self._label_output or "label"
+            self._outputs = [label, self._proba_output or label]
         # InferenceSession.run checks names and options in Python on every call: ~2.7 of the
         # ~8 us a one-row prediction takes. Names are fixed at load, so call the binding it
         # wraps (the same C++ run and errors); the public method if a release renames it.
@@ -78,9 +107,19 @@ class LoadedModel:
         return loaded
 
     def smoke_test(self) -> None:
-        """One prediction on the training midpoints; raises if the model cannot serve."""
-        mid = [((f.min or 0.0) + (f.max or 0.0)) / 2 for f in self.manifest.features]
-        pred = self.predict(np.asarray([mid], dtype=np.float64))
+        """One prediction on the training midpoints (categorical features: their first value);
+        raises if the model cannot serve."""
+        mid: list[object] = [
+            str((f.categories or [""])[0])
+            if f.categorical
+            else ((f.min or 0.0) + (f.max or 0.0)) / 2
+            for f in self.manifest.features
+        ]
+        pred = self.predict(np.asarray([mid], dtype=object if self.columns else np.float64))
+        if self.regression:
+            if pred.values is None or pred.values.shape != (1,):
+                raise ValueError("smoke prediction of a regressor returned no single value")
+            return
         if pred.probabilities.shape != (1, len(self.class_names)):
             raise ValueError(
                 f"smoke prediction returned probabilities of shape {pred.probabilities.shape}, "
@@ -88,11 +127,38 @@ class LoadedModel:
             )
 
     def predict(self, x: np.ndarray) -> Prediction:
+        if self.columns or self.regression:
+            return self._predict_kinds(x)
         start = time.perf_counter()
         label, proba = self._run(
             self._outputs, {self.input_name: x.astype(self.dtype, copy=False)}, None
         )
         elapsed = time.perf_counter() - start
+        if self._identity_labels:
+            labels = np.asarray(label, dtype=np.int64).reshape(-1)
+        else:
+            labels = np.fromiter(
+                (self._label_lookup[v] for v in np.asarray(label).reshape(-1).tolist()),
+                dtype=np.int64,
+            )
+        return Prediction(labels, np.asarray(proba, dtype=np.float32), elapsed)
+
+    def _predict_kinds(self, x: np.ndarray) -> Prediction:
+        """Regressors, and models fed one input per column (``model_store.inputs``)."""
+        feeds = (
+            feed(x, self.manifest.features, self.input_name, self.dtype)
+            if self.columns
+            else {self.input_name: x.astype(self.dtype, copy=False)}
+        )
+        start = time.perf_counter()
+        outs = self._run(self._outputs, feeds, None)
+        elapsed = time.perf_counter() - start
+        rows = x.shape[0]
+        if self.regression:
+            values = np.asarray(outs[0], dtype=np.float64).reshape(rows, -1)[:, 0]
+            empty = np.empty((rows, 0), dtype=np.float32)
+            return Prediction(np.zeros(rows, np.int64), empty, elapsed, values)
+        label, proba = outs
         if self._identity_labels:
             labels = np.asarray(label, dtype=np.int64).reshape(-1)
         else:

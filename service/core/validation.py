@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from model_store.manifest import MAX_CATEGORY_CHARS
 from service.core.loaded_model import LoadedModel, Prediction
 from service.errors import InvalidInput
 
@@ -17,6 +18,9 @@ MAX_METADATA_VALUE = 1024
 
 def check_matrix(model: LoadedModel, x: np.ndarray, where: str) -> None:
     """Reject NaN/inf, values out of the model's dtype range and unknown categories."""
+    if model.columns:
+        _check_columns(model, x, where)
+        return
     # One reduction clears the common case: the largest magnitude is within the dtype's range
     # (NaN compares false, so it takes the detailed path below, like inf).
     limit = FLOAT32_MAX if model.dtype is np.float32 else FLOAT64_MAX
@@ -30,6 +34,49 @@ def check_matrix(model: LoadedModel, x: np.ndarray, where: str) -> None:
                 f"{where}[{r}].{model.feature_names[col]}: {x[r, col]:g} is not one of the "
                 f"allowed categories {sorted(allowed)}"
             )
+
+
+def _check_columns(model: LoadedModel, x: np.ndarray, where: str) -> None:
+    """An object matrix of a model with categorical features: its numeric columns as numbers
+    (names refer to the model's features), its strings within bounds."""
+    num = list(model.numeric)
+    if num:
+        numbers = x[:, num].astype(np.float64)
+        limit = FLOAT32_MAX if model.dtype is np.float32 else FLOAT64_MAX
+        if not (numbers.size and float(np.abs(numbers).max()) <= limit):
+            bad = ~np.isfinite(numbers) | (np.abs(numbers) > limit)
+            r, c = np.argwhere(bad)[0]
+            name = model.feature_names[num[c]]
+            what = "is not a finite number" if not np.isfinite(numbers[r, c]) else "is out of range"
+            raise InvalidInput(f"{where}[{r}].{name}: value {numbers[r, c]} {what}")
+    for col in model.categorical:
+        check_categories(x[:, col].tolist(), model, col, where)
+
+
+def check_categories(values: list[Any], model: LoadedModel, col: int, where: str) -> None:
+    """Strings only, none longer than MAX_CATEGORY_CHARS; empty only if training saw it."""
+    name = model.feature_names[col]
+    for r, v in enumerate(values):
+        if type(v) is not str:
+            raise InvalidInput(f"{where}[{r}].{name}: expected a string, got {type_name(v)}")
+        if len(v) > MAX_CATEGORY_CHARS:
+            raise InvalidInput(
+                f"{where}[{r}].{name}: value of {len(v)} characters exceeds the limit of "
+                f"{MAX_CATEGORY_CHARS}"
+            )
+        if not v and "" not in model.known_categories[col]:
+            raise InvalidInput(f"{where}[{r}].{name}: empty string is not a category")
+
+
+def unseen_counts(model: LoadedModel, x: np.ndarray) -> dict[str, int]:
+    """Per categorical feature, how many of the rows hold a value training never saw."""
+    out = {}
+    for col in model.categorical:
+        known = model.known_categories[col]
+        n = sum(1 for v in x[:, col].tolist() if v not in known)
+        if n:
+            out[model.feature_names[col]] = n
+    return out
 
 
 def _check_values(model: LoadedModel, x: np.ndarray, where: str) -> None:
@@ -52,15 +99,15 @@ def _check_values(model: LoadedModel, x: np.ndarray, where: str) -> None:
 def check_prediction(pred: Prediction, where: str) -> None:
     """Refuse rows the model cannot score: finite inputs can still overflow inside the model
     (e.g. 3e38 in float32), and NaN probabilities must not be served as if they were an answer."""
-    if np.isfinite(pred.probabilities).all():
+    answer = pred.probabilities if pred.values is None else pred.values
+    if np.isfinite(answer).all():
         return
-    bad = ~np.isfinite(pred.probabilities).all(axis=1)
-    if bad.any():
-        r = int(np.argmax(bad))
-        raise InvalidInput(
-            f"{where}[{r}]: the model's probabilities for this row are not finite numbers; "
-            "its values are too far outside the range the model was trained on"
-        )
+    r = int(np.argmin(pred.finite()))
+    what = "prediction" if pred.values is not None else "probabilities"
+    raise InvalidInput(
+        f"{where}[{r}]: the model's {what} for this row are not finite numbers; "
+        "its values are too far outside the range the model was trained on"
+    )
 
 
 def check_metadata(metadata: Any) -> dict[str, str]:
@@ -103,7 +150,8 @@ type_name = _type_name
 
 
 _FEEDBACK_KEYS = frozenset({"request_id", "row", "label", "model"})
-FeedbackItem = tuple[str | None, str, int, str]
+FeedbackItem = tuple[str | None, str, int, str | float]
+_LABEL_TYPES = frozenset({str, int, float})
 
 
 def decode_feedback(body: Any, max_items: int) -> list[FeedbackItem]:
@@ -127,13 +175,41 @@ def decode_feedback(body: Any, max_items: int) -> list[FeedbackItem]:
         row = item.get("row", 0)
         if type(row) is not int or not 0 <= row < 1_000_000:
             raise InvalidInput(f"[{i}].row: expected a non-negative integer, got {row!r}")
-        label = item.get("label")
-        if not isinstance(label, str):
+        label: Any = item.get("label")
+        if type(label) not in _LABEL_TYPES:
             raise InvalidInput(
-                f"[{i}].label: expected a class name string, got {_type_name(label)}"
+                f"[{i}].label: expected a class name string or, for a regressor, a number; "
+                f"got {_type_name(label)}"
             )
         model = item.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidInput(f"[{i}].model: expected a string")
         out.append((model, request_id, row, label))
     return out
+
+
+def check_label(model: LoadedModel, label: str | float, where: str) -> str:
+    """A label as the log stores it: a class name of a classifier, or a regressor's finite
+    number as its ``repr`` (readers convert it back with ``float``)."""
+    if model.regression:
+        if type(label) is str:
+            raise InvalidInput(
+                f"{where}: expected a number ({model.name} is a regressor), got string"
+            )
+        try:
+            value = float(label)
+        except OverflowError:
+            raise InvalidInput(f"{where}: number is out of range") from None
+        if not np.isfinite(value):
+            raise InvalidInput(f"{where}: {value} is not a finite number")
+        return repr(value)
+    if type(label) is not str:
+        raise InvalidInput(
+            f"{where}: expected a class name string of {model.name}, got {_type_name(label)}"
+        )
+    if label not in model.class_names:
+        raise InvalidInput(
+            f"{where}: {label[:64]!r} is not a class of {model.name} "
+            f"({', '.join(model.class_names)})"
+        )
+    return label

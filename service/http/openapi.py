@@ -8,7 +8,8 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from model_store.manifest import Manifest
+from model_store.manifest import MAX_CATEGORY_CHARS, Manifest
+from service.core.codec_v2 import model_outputs
 from service.core.loaded_model import LoadedModel
 from service.core.validation import FLOAT32_MAX, MAX_METADATA_KEYS, MAX_METADATA_VALUE
 
@@ -59,15 +60,26 @@ V1_RESPONSE: dict[str, Any] = {
                     "predictions": {
                         "type": "array",
                         "items": {
-                            "type": "object",
-                            "required": ["label", "probabilities"],
-                            "properties": {
-                                "label": {"type": "string"},
-                                "probabilities": {
+                            "oneOf": [
+                                {
                                     "type": "object",
-                                    "additionalProperties": {"type": "number"},
+                                    "title": "classification",
+                                    "required": ["label", "probabilities"],
+                                    "properties": {
+                                        "label": {"type": "string"},
+                                        "probabilities": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "number"},
+                                        },
+                                    },
                                 },
-                            },
+                                {
+                                    "type": "object",
+                                    "title": "regression",
+                                    "required": ["prediction"],
+                                    "properties": {"prediction": {"type": "number"}},
+                                },
+                            ]
                         },
                     },
                 },
@@ -108,6 +120,16 @@ V2_RESPONSE: dict[str, Any] = {
 def _instance_schema(model: LoadedModel) -> dict[str, Any]:
     props = {}
     for f in model.manifest.features:
+        if f.categorical:
+            props[f.name] = {
+                "type": "string",
+                "description": f.description or f.name,
+                "minLength": 0 if "" in (f.categories or []) else 1,
+                "maxLength": MAX_CATEGORY_CHARS,
+                # unseen values are served too (the pipeline decides); these are training's
+                "examples": list(f.categories or [])[:20],
+            }
+            continue
         prop: dict[str, Any] = {"type": "number", "description": f.description or f.name}
         if model.dtype is np.float32:
             prop["minimum"], prop["maximum"] = -FLOAT32_MAX, FLOAT32_MAX
@@ -173,16 +195,17 @@ def _v2_request(models: list[LoadedModel]) -> dict[str, Any]:
                 "maxItems": 2,
                 "items": {"type": "integer", "minimum": 0},
             },
-            "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
+            "datatype": {"type": "string", "enum": ["FP32", "FP64", "BYTES"]},
             "data": {"type": "array"},
             "parameters": {"type": ["object", "null"]},
         },
     }
+    output_names = sorted({o for m in models for o in model_outputs(m)})
     output = {
         "type": "object",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "enum": ["label", "probabilities"]},
+            "name": {"type": "string", "enum": output_names},
             "parameters": {"type": ["object", "null"]},
         },
     }
@@ -190,7 +213,8 @@ def _v2_request(models: list[LoadedModel]) -> dict[str, Any]:
     return {
         "required": True,
         "description": "One FP32/FP64 tensor [batch, n_features], or one tensor per feature "
-        f"({', '.join(names[:8])}{', …' if len(names) > 8 else ''}).",
+        f"({', '.join(names[:8])}{', …' if len(names) > 8 else ''}); a model with categorical "
+        "features takes one tensor per feature, BYTES for the categorical ones.",
         "content": {
             "application/json": {
                 "schema": {

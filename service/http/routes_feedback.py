@@ -44,7 +44,8 @@ _BODY: dict[str, Any] = {
                         "properties": {
                             "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
                             "row": {"type": "integer", "minimum": 0, "maximum": 999999},
-                            "label": {"type": "string"},
+                            # a class name; a regressor's label is a finite number
+                            "label": {"type": ["string", "number"]},
                             "model": {"type": "string"},
                         },
                     },

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
+from service.core.codec_v2 import LABEL, PREDICTION, PROBABILITIES
 from service.core.dataplane import parse_version
 from service.core.loaded_model import LoadedModel
 from service.errors import ModelNotReady, NotFound
@@ -58,21 +59,39 @@ async def _model(request: Request, model: str, version: str | None) -> LoadedMod
 def _metadata(request: Request, m: LoadedModel) -> dict[str, Any]:
     versions = runtime(request).registry.store.versions(m.name)
     dtype = "FP32" if m.dtype.__name__ == "float32" else "FP64"
+    if m.columns:
+        inputs = [
+            {
+                "name": f.name,
+                "datatype": "BYTES" if f.categorical else dtype,
+                "shape": [-1, 1],
+            }
+            for f in m.manifest.features
+        ]
+    else:
+        inputs = [{"name": m.input_name, "datatype": dtype, "shape": [-1, m.n_features]}]
+    params: dict[str, Any] = {
+        "version": str(m.version),
+        "sha256": m.sha256,
+        "task": m.manifest.task,
+        "feature_names": list(m.feature_names),
+    }
+    if m.regression:
+        outputs = [{"name": PREDICTION, "datatype": "FP64", "shape": [-1]}]
+        params["target"] = m.manifest.outputs.target
+    else:
+        outputs = [
+            {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
+            {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(m.class_names)]},
+        ]
+        params["class_names"] = list(m.class_names)
     return {
         "name": m.name,
         "versions": [str(v) for v in versions],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": m.input_name, "datatype": dtype, "shape": [-1, m.n_features]}],
-        "outputs": [
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(m.class_names)]},
-        ],
-        "parameters": {
-            "version": str(m.version),
-            "sha256": m.sha256,
-            "feature_names": list(m.feature_names),
-            "class_names": list(m.class_names),
-        },
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": params,
     }
 
 

@@ -6,7 +6,8 @@ Three kinds, by header["t"]:
 - "s" schema: a model version's features and classes, written once per segment before the
   first prediction that uses it (key "k"); prediction frames refer to it by that key.
 - "p" prediction: request fields; payload = ``rows`` fixed-size records (x f8[n], label i4,
-  proba f4[c]), so a segment's predictions decode with one ``np.frombuffer``.
+  proba f4[c]; a regressor's: x f8[n], value f8), so a segment's predictions decode with one
+  ``np.frombuffer``. Categorical (string) features travel in the header ("c"), like hashed ones.
 - "r" rejected, "f" feedback: header only.
 A torn frame at the end of a segment (crash mid-write) fails its length or CRC check and is
 ignored, which is safe: its request was never acknowledged.
@@ -65,9 +66,13 @@ class Schema:
     hashed: tuple[str, ...]  # PII features logged as HMAC strings in the header
     classes: tuple[str, ...]
     keep: tuple[int, ...]  # indices of ``features`` in the model's inputs
+    strings: tuple[str, ...] = ()  # categorical features logged as strings in the header
+    regression: bool = False  # payload: a float64 value per row instead of label + proba
 
     @property
     def dtype(self) -> np.dtype[Any]:
+        if self.regression:
+            return np.dtype([("x", "<f8", (len(self.features),)), ("v", "<f8")])
         return np.dtype(
             [
                 ("x", "<f8", (len(self.features),)),
@@ -80,35 +85,50 @@ class Schema:
     def build(cls, record: IORecord, pii: PiiRules | None) -> Schema:
         names = record.feature_names
         masked = pii.features if pii else {}
-        keep = tuple(i for i, n in enumerate(names) if n not in masked)
+        text = set(record.categorical)
+        keep = tuple(i for i, n in enumerate(names) if n not in masked and i not in text)
         hashed = tuple(n for n in names if masked.get(n) is PiiPolicy.HASH)
+        strings = tuple(names[i] for i in record.categorical if names[i] not in masked)
         key = f"{record.model}/{record.version}/{record.sha256[:16]}"
         return cls(
             key, record.model, record.version, record.sha256,
-            tuple(names[i] for i in keep), hashed, record.class_names, keep,
+            tuple(names[i] for i in keep), hashed, record.class_names, keep, strings,
+            record.values is not None,
         )  # fmt: skip
 
     def frame(self) -> bytes:
-        return _frame(
-            {
-                "t": "s",
-                "k": self.key,
-                "model": self.model,
-                "version": self.version,
-                "sha256": self.sha256,
-                "features": self.features,
-                "hashed": self.hashed,
-                "classes": self.classes,
-                "keep": self.keep,
-            },
-            b"",
-        )
+        header: dict[str, Any] = {
+            "t": "s",
+            "k": self.key,
+            "model": self.model,
+            "version": self.version,
+            "sha256": self.sha256,
+            "features": self.features,
+            "hashed": self.hashed,
+            "classes": self.classes,
+            "keep": self.keep,
+        }
+        if self.strings:
+            header["strings"] = self.strings
+        if self.regression:
+            header["reg"] = True
+        return _frame(header, b"")
 
 
 def _frame(header: dict[str, Any], payload: bytes) -> bytes:
     head = orjson.dumps(header)
     crc = zlib.crc32(payload, zlib.crc32(head))
     return _HEAD.pack(MAGIC, len(head), len(payload), crc) + head + payload
+
+
+def _text(value: Any) -> str | None:
+    """A categorical value as logged; a failed shadow's blank input (NaN) as null."""
+    return value if isinstance(value, str) else None
+
+
+def _digest_input(pii: PiiRules, value: Any) -> str:
+    """A PII feature's keyed hash: of a string as it is, of a number as its float ``repr``."""
+    return pii.digest(value if isinstance(value, str) else repr(float(value)))
 
 
 def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) -> bytes:
@@ -126,11 +146,14 @@ def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) ->
     }
     if record.role != PRIMARY:  # most frames: the header stays as it was before roles
         header["r"] = record.role
+    if schema.strings:
+        idx = {n: i for i, n in enumerate(record.feature_names)}
+        header["c"] = {n: [_text(v) for v in inputs[:, idx[n]].tolist()] for n in schema.strings}
     if pii is not None:
         if schema.hashed:
             idx = {n: i for i, n in enumerate(record.feature_names)}
             header["h"] = {
-                n: [pii.digest(repr(float(v))) for v in inputs[:, idx[n]].tolist()]
+                n: [_digest_input(pii, v) for v in inputs[:, idx[n]].tolist()]
                 for n in schema.hashed
             }
         inputs = inputs[:, list(schema.keep)]
@@ -139,8 +162,15 @@ def encode_prediction(record: IORecord, schema: Schema, pii: PiiRules | None) ->
             for k, v in metadata.items()
             if pii.metadata.get(k) is not PiiPolicy.DROP
         }
+    elif record.categorical:
+        inputs = inputs[:, list(schema.keep)]
     if metadata:
         header["md"] = metadata
+    if record.values is not None:
+        rec = np.empty(record.rows, dtype=schema.dtype)
+        rec["x"] = inputs
+        rec["v"] = record.values
+        return _frame(header, rec.tobytes())
     if record.rows == 1:
         payload = (
             inputs.astype("<f8", copy=False).tobytes()
@@ -222,7 +252,8 @@ def read_frames(path: Path, *, strict: bool = False) -> Iterator[Frame]:
             schemas[header["k"]] = Schema(
                 header["k"], header["model"], header["version"], header["sha256"],
                 tuple(header["features"]), tuple(header["hashed"]), tuple(header["classes"]),
-                tuple(header["keep"]),
+                tuple(header["keep"]), tuple(header.get("strings", ())),
+                bool(header.get("reg", False)),
             )  # fmt: skip
         elif kind == "p":
             schema = schemas.get(header["k"])

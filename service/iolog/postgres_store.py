@@ -2,7 +2,9 @@
 
 vigil_predictions_<model>  one table per model: request_id, row, received_at, version, sha256,
     endpoint, status, latency_s, prediction, metadata (jsonb), one column per feature (double
-    precision; PII-hashed: text) and per class (proba_<class>); PRIMARY KEY (request_id, row)
+    precision; categorical and PII-hashed: text) and per class (proba_<class>); PRIMARY KEY
+    (request_id, row). A regressor's prediction is stored as text like a class name, and its
+    catalog says "value" for it, so readers give it back as float64
 vigil_rejected    request_id, received_at, model, version, endpoint, status, error, body
 vigil_feedback    model, request_id, row, label, received_at, source, item: every label sent
     (history, so that a wrong or malicious one can be seen and undone); readers take the latest
@@ -309,6 +311,8 @@ class PostgresStore:
                 (model, version, i, c, column_name(c), _kind(c, is_text, table, after))
                 for i, (c, is_text) in enumerate(wanted)
             ]
+            if pa.types.is_floating(table.schema.field("prediction").type):
+                kinds.append((model, version, len(kinds), "prediction", "prediction", "value"))
             with conn.cursor() as cur:
                 cur.executemany(
                     sql.SQL(
@@ -643,7 +647,12 @@ _FIXED_TYPES = {
     "metadata": pa.string(),
     "role": pa.string(),
 }
-_KIND_TYPES = {"feature": pa.float64(), "hashed": pa.string(), "proba": pa.float64()}
+_KIND_TYPES = {
+    "feature": pa.float64(),
+    "hashed": pa.string(),  # any text feature: PII-hashed or categorical
+    "proba": pa.float64(),
+    "value": pa.float64(),  # a regressor's prediction
+}
 
 
 def _kind(name: str, is_text: bool, table: pa.Table, prediction_at: int) -> str:
@@ -686,6 +695,8 @@ def _ordered_columns(catalog: dict[int, list[_Column]]) -> list[_Column]:
     # A feature that is hashed in one version and numeric in another reads as text.
     hashed = {c.name for cols in catalog.values() for c in cols if c.kind == "hashed"}
     out: dict[str, _Column] = {}
+    value = next((c for cols in catalog.values() for c in cols if c.kind == "value"), None)
+    prediction = value or _fixed("prediction")
     for _version, cols in sorted(catalog.items()):
         body = [_Column(c.name, c.pg_name, "hashed", pa.string()) if c.name in hashed else c
                 for c in cols]  # fmt: skip
@@ -693,7 +704,7 @@ def _ordered_columns(catalog: dict[int, list[_Column]]) -> list[_Column]:
             *(_fixed(n) for n, _ in _HEAD),
             *(c for c in body if c.kind == "feature"),
             *(c for c in body if c.kind == "hashed"),
-            _fixed("prediction"),
+            prediction,
             *(c for c in body if c.kind == "proba"),
             _fixed("metadata"),
             _fixed("role"),

@@ -20,13 +20,15 @@ class IORecord:
     status: int
     latency_s: float
     feature_names: tuple[str, ...]
-    inputs: np.ndarray  # float64 [rows, n_features]
+    inputs: np.ndarray  # float64 [rows, n_features]; object (floats and str) with categoricals
     class_names: tuple[str, ...]
     labels: np.ndarray  # int64 class indices [rows]
     probabilities: np.ndarray  # float32 [rows, n_classes]
     metadata: dict[str, str]
     # primary | shadow | canary (service/iolog/schema.py ROLES); who answered, in a rollout
     role: str = "primary"
+    values: np.ndarray | None = None  # a regressor's predictions, float64 [rows]
+    categorical: tuple[int, ...] = ()  # indices of the string features in ``inputs``
 
     @property
     def rows(self) -> int:

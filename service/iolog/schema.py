@@ -1,7 +1,8 @@
 """The I/O log schema, written once: spool frames → Arrow tables, used by every writer and reader.
 
 predictions (partitioned model=/version=/date=): request_id, row, received_at, sha256, endpoint,
-  status, latency_s, <feature…> (float64; PII-hashed features as string), prediction,
+  status, latency_s, <feature…> (float64; categorical features and PII-hashed ones as string),
+  prediction (the class name; a regressor's value as float64, and no proba columns),
   proba_<class…> (float64), metadata (JSON string), role (primary | shadow | canary; files
   written before rollouts lack it and read as primary); names a feature may not take are in
   ``model_store.log_columns`` (registration refuses them)
@@ -13,7 +14,7 @@ feedback (partitioned model=/date=): request_id, row, label, received_at, source
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -99,15 +100,28 @@ def predictions_table(frames: list[Frame]) -> pa.Table:
     x = rec["x"]
     for i, name in enumerate(schema.features):
         cols[name] = pa.array(np.ascontiguousarray(x[:, i]))
+    for name in schema.strings:
+        cols[name] = pa.array([v for h in headers for v in h["c"][name]], pa.string())
     for name in schema.hashed:
         cols[name] = pa.array([v for h in headers for v in h["h"][name]], pa.string())
-    classes = np.asarray(schema.classes, dtype=object)
     status = cols["status"].to_numpy(zero_copy_only=False)
     # A failed row (a shadow candidate that raised) has no prediction.
+    if schema.regression:
+        cols["prediction"] = pa.array(np.ascontiguousarray(rec["v"]), mask=status >= 500)
+        return _finish_table(cols, headers, per_row)
+    classes = np.asarray(schema.classes, dtype=object)
     cols["prediction"] = pa.array(classes[rec["label"]].tolist(), pa.string(), mask=status >= 500)
     p = rec["p"].astype(np.float64)
     for j, cname in enumerate(schema.classes):
         cols[proba_column(cname)] = pa.array(np.ascontiguousarray(p[:, j]))
+    return _finish_table(cols, headers, per_row)
+
+
+def _finish_table(
+    cols: dict[str, pa.Array],
+    headers: list[dict[str, Any]],
+    per_row: Callable[[list[Any]], list[Any]],
+) -> pa.Table:
     cols["metadata"] = pa.array(
         per_row([orjson.dumps(h["md"]).decode() if "md" in h else "{}" for h in headers]),
         pa.string(),

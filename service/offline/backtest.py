@@ -1,4 +1,9 @@
-"""Back-test: replay logged inputs of a window on a candidate version and compare."""
+"""Back-test: replay logged inputs of a window on a candidate version and compare.
+
+Classifiers: label agreement, probability differences, and on labelled rows accuracy and macro
+F1 (ROC AUC for two classes). Regressors: prediction differences, and on labelled rows (labels
+are logged as the float's ``repr``) MAE, RMSE and R².
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from model_store.errors import StoreError
+from model_store.inputs import as_matrix
 from model_store.manifest import PiiPolicy
-from model_store.registration import quality
+from model_store.registration import quality, regression_quality
 from model_store.store import ModelStore
 from service.core.loaded_model import LoadedModel, session_options
 from service.errors import InvalidInput
@@ -50,7 +56,7 @@ def backtest(
     stream = open_predictions(
         settings, model, since=since, until=until, columns=_columns(store, model, cand)
     )
-    tallies: dict[int, _Tally] = {}
+    tallies: dict[int, _Tally | _RegressionTally] = {}
     done = 0
     for batch in stream:
         logged = batch.to_pandas()
@@ -58,7 +64,15 @@ def backtest(
             version = int(v)
             if version not in tallies:
                 _refuse_pii(store, model, [version], cand)
-                tallies[version] = _Tally(store.manifest(model, version).outputs.class_names)
+                served = store.manifest(model, version)
+                if served.is_regression != cand.regression:
+                    raise InvalidInput(
+                        f"cannot compare v{version} ({served.task}) with v{candidate} "
+                        f"({cand.manifest.task}): a back-test compares models of one task"
+                    )
+                tallies[version] = (
+                    _RegressionTally() if cand.regression else _Tally(served.outputs.class_names)
+                )
             _replay(tallies[version], version, part, cand)
         done += len(logged)
         if progress:
@@ -87,11 +101,13 @@ def _columns(store: ModelStore, model: str, cand: LoadedModel) -> list[str] | No
     return sorted(columns)
 
 
-def _replay(tally: _Tally, version: int, part: pd.DataFrame, cand: LoadedModel) -> None:
+def _replay(
+    tally: _Tally | _RegressionTally, version: int, part: pd.DataFrame, cand: LoadedModel
+) -> None:
     missing = [f for f in cand.feature_names if f not in part.columns]
     if missing:
         raise InvalidInput(f"v{version} traffic lacks the candidate's feature(s) {missing[:5]}")
-    x = part[list(cand.feature_names)].to_numpy(dtype=np.float64)
+    x = as_matrix(part, cand.manifest.features)
     for start in range(0, len(x), CHUNK_ROWS):
         chunk = part.iloc[start : start + CHUNK_ROWS]
         tally.add(chunk, cand, cand.predict(x[start : start + CHUNK_ROWS]))
@@ -157,4 +173,54 @@ class _Tally:
             out["candidate_quality"] = quality(
                 y, np.concatenate(self.replayed), np.concatenate(self.replayed_p)
             )
+        return out
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """Logged labels of a regressor (the float's ``repr``; None when unlabelled) as float64."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+@dataclass
+class _RegressionTally:
+    """A regressor's comparison: prediction differences; MAE, RMSE, R² where labelled."""
+
+    rows: int = 0
+    diff_sum: float = 0.0
+    diff_max: float = 0.0
+    truth: list[np.ndarray] = field(default_factory=list)
+    served: list[np.ndarray] = field(default_factory=list)
+    replayed: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, part: pd.DataFrame, cand: LoadedModel, pred: Any) -> None:
+        served = part["prediction"].to_numpy(dtype=np.float64)
+        replayed = np.asarray(pred.values, dtype=np.float64)
+        diffs = np.abs(served - replayed)
+        diffs = diffs[np.isfinite(diffs)]  # a failed shadow row logged no prediction
+        self.rows += len(part)
+        self.diff_sum += float(diffs.sum())
+        self.diff_max = max(self.diff_max, float(diffs.max(initial=0.0)))
+        if "label" not in part:
+            return
+        truth = _numbers(part["label"].to_numpy(dtype=object))
+        has = np.isfinite(truth) & np.isfinite(served)
+        if has.any():
+            self.truth.append(truth[has])
+            self.served.append(served[has])
+            self.replayed.append(replayed[has])
+
+    def report(self, cand: LoadedModel) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rows_replayed": self.rows,
+            "prediction_diff": {
+                "mean": self.diff_sum / self.rows if self.rows else float("nan"),
+                "max": self.diff_max,
+            },
+            "labelled_rows": 0,
+        }
+        if self.truth:
+            y = np.concatenate(self.truth)
+            out["labelled_rows"] = len(y)
+            out["served_quality"] = regression_quality(y, np.concatenate(self.served))
+            out["candidate_quality"] = regression_quality(y, np.concatenate(self.replayed))
         return out
