@@ -10,7 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from model_store.demo import DEMO_NAMES, DIABETES_MIXED
+from model_store.demo import DEMO_NAMES, DIABETES_MIXED, train_demo_model
+from model_store.store import ModelStore
 from monitoring.simulate import (
     CategoryShift,
     SimulationError,
@@ -125,6 +126,28 @@ def test_cli_sends_traffic_and_feedback_that_land_in_the_log(
     agree = (logged["label"] == logged["prediction"]).mean()
     assert 0.55 < agree < 0.9  # a quarter of the labels were flipped
     assert set(read_feedback(settings, MODEL)["source"]) == {"token"}
+
+
+def test_cli_sends_a_regressors_category_mix_and_noisy_targets(
+    vigil_server: Callable[..., VigilServer], settings: Settings, store: ModelStore
+) -> None:
+    train_demo_model(store, DIABETES_MIXED)
+    server = vigil_server()
+    args = ["simulate", "--model", DIABETES_MIXED, "--rows", "400", "--batch", "50"]
+    drift = ["--drift", "sex=female:0.9", "--drift", "age_band=unknown:0.2", "--drift", "bmi=1"]
+    noise = ["--feedback", "--label-noise", "1.5"]  # SDs of the target: above 1 is allowed here
+    result = CliRunner().invoke(app, [*args, *drift, *noise, "--url", server.url])
+    assert result.exit_code == 0, result.output
+    assert "(400 labels with added noise)" in result.output
+    logged = read_predictions(settings, DIABETES_MIXED)
+    assert len(logged) == 400 and logged["sex"].dtype == object
+    assert (logged["sex"] == "female").mean() == pytest.approx(0.9, abs=0.05)
+    assert (logged["age_band"] == "unknown").mean() == pytest.approx(0.2, abs=0.05)
+    errors = logged["label"].map(float) - logged["prediction"]
+    assert float(errors.std()) > 100  # 1.5 target SDs (about 115) of noise on top of the model's
+    flip = CliRunner().invoke(app, ["simulate", "--model", MODEL, "--feedback",
+                                    "--label-noise", "1.5", "--url", server.url])  # fmt: skip
+    assert flip.exit_code == 1 and "within [0, 1]" in flip.output
 
 
 def test_unreachable_service_is_a_clear_error() -> None:
