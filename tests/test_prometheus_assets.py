@@ -390,3 +390,4 @@ def test_no_panel_assumes_probabilities_and_every_task_has_its_panels() -> None:
     assert any("regressor" in t.lower() for t in by_metric["vigil_drift_prediction_quantile"])
     assert any("classifier" in t.lower() for t in by_metric["vigil_drift_prediction_class_share"])
     assert by_metric["vigil_drift_feature_unseen_share"]
+    assert by_metric["vigil_unseen_categories_total"]  # the service's live count, too

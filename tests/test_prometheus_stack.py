@@ -262,6 +262,14 @@ def test_every_dashboard_and_alert_expression_evaluates_with_data(
     drift_started = time.monotonic()
     drift_summary = _run_drift_job(server.env) + _run_drift_job(server.env, DIABETES_MIXED)
     drift_s = time.monotonic() - drift_started
+    # traffic goes on while the job runs: live rates (unseen categories per served row) need
+    # rows within the last rate interval when the expressions are evaluated
+    live = run_simulation(
+        server.url, DIABETES_MIXED, 60, batch=20, seed=3,
+        drift={"sex": CategoryShift("unknown", 0.2)},
+    )  # fmt: skip
+    assert live.errors == 0, live.line()
+    requests += live.requests
 
     # Wait until Prometheus has scraped everything the expressions need.
     prom.wait_for(f"sum(vigil_request_duration_seconds_count) >= {requests}")
