@@ -224,10 +224,10 @@ _DUMP = re.compile(r" with name=| and attributes=| \{'| array\(")
 def _reason(exc: BaseException) -> str:
     """The first sentence of an error, without the attribute arrays some converters dump."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = _DUMP.split(text)[0].strip().rstrip(":,")
+    text = _DUMP.split(text)[0].strip().rstrip(":,.")
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause).strip():
-        text += f" ({str(cause).strip().splitlines()[0][:160]})"
+        text += f" ({str(cause).strip().splitlines()[0][:160].rstrip('.')})"
     return text[:300]
 
 

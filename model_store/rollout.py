@@ -159,10 +159,25 @@ class Rollouts:
                 raise RolloutConflictError(
                     f"a rollout of {model} is already running: promote or abort it first"
                 )
+            primary = self.store.resolve(model, alias)
+            tasks = {self.store.manifest(model, v).task for v in (primary, candidate)}
+            if len(tasks) > 1:
+                raise RolloutInvalidError(
+                    f"v{candidate} and the served v{primary} of {model} differ in task "
+                    f"({' vs '.join(sorted(tasks))}): a rollout compares versions of one task"
+                )
+            if tasks == {"regression"}:
+                # The comparison and its gates (agreement, accuracy) are a classifier's: refuse
+                # rather than gate a regressor on numbers that mean nothing for it.
+                raise RolloutInvalidError(
+                    f"{model} is a regressor: rollouts (shadow/canary comparison and gates) "
+                    "compare classifiers only for now; back-test the candidate with `vigil "
+                    f"backtest --model {model} --candidate {candidate}` and promote it"
+                )
             now = now_utc()
             pct = percent if percent is not None else _default_percent(mode)
             fields: dict[str, Any] = {
-                "model": model, "alias": alias, "primary_version": self.store.resolve(model, alias),
+                "model": model, "alias": alias, "primary_version": primary,
                 "candidate_version": candidate, "mode": mode, "percent": pct, "sample": sample,
                 "auto": auto, "gates": gates if gates is not None else {}, "started_at": now,
                 "updated_at": now, "started_by": who,

@@ -201,3 +201,26 @@ def test_multiclass_v1_answer_has_every_class(kinds_client: TestClient) -> None:
     p = r.json()["predictions"][0]
     assert set(p["probabilities"]) == {"class_0", "class_1", "class_2"}
     assert p["label"] == "class_0" and sum(p["probabilities"].values()) == pytest.approx(1, 1e-5)
+
+
+def test_openapi_describes_strings_and_regression_answers(kinds_client: TestClient) -> None:
+    spec = kinds_client.get("/openapi.json").json()
+    text = json.dumps(spec)
+    assert '"title": "diabetes-mixed instance"' in text
+    schemas = [
+        s
+        for s in _walk(spec)
+        if isinstance(s, dict) and s.get("title") == "diabetes-mixed instance"
+    ]
+    sex = schemas[0]["properties"]["sex"]
+    assert sex["type"] == "string" and sex["maxLength"] == MAX_CATEGORY_CHARS
+    assert sex["examples"] == ["female", "male"] and sex["minLength"] == 1
+    assert schemas[0]["properties"]["bmi"]["type"] == "number"
+    assert '"prediction": {"type": "number"}' in text and '"BYTES"' in text
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        yield from _walk(child)

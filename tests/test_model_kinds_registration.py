@@ -248,3 +248,83 @@ def test_unsupported_column_types_are_refused_saying_why(
         register_sklearn(
             ModelStore(tmp_path), "m", pipe, x.assign(odd=column(len(x))), y, holdout_mask=mask
         )
+
+
+def test_cli_trains_a_demo_by_name(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli.main import app
+
+    env = {"VIGIL_MODEL_STORE": str(tmp_path / "models")}
+    ok = CliRunner().invoke(app, ["models", "train-demo", WINE], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert "registered wine v1" in ok.output and "accuracy" in ok.output
+    assert ModelStore(tmp_path / "models").resolve(WINE) == 1
+    bad = CliRunner().invoke(app, ["models", "train-demo", "iris"], env=env)
+    assert bad.exit_code == 1 and "demos: breast-cancer, diabetes, wine" in " ".join(
+        bad.output.split()
+    )
+
+
+def test_cli_registers_a_mixed_pipeline_from_csv(tmp_path: Path) -> None:
+    import joblib
+    from typer.testing import CliRunner
+
+    from service.cli.main import app
+
+    x, y = diabetes_mixed_data()
+    joblib.dump(mixed_pipeline().fit(x, y), tmp_path / "pipe.joblib")
+    x.assign(progression=y).to_csv(tmp_path / "train.csv", index=False)
+    env = {"VIGIL_MODEL_STORE": str(tmp_path / "models")}
+    result = CliRunner().invoke(
+        app,
+        ["models", "register", "mine", "--pipeline", str(tmp_path / "pipe.joblib"),
+         "--data", str(tmp_path / "train.csv"), "--target", "progression"],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    m = ModelStore(tmp_path / "models").manifest("mine", 1)
+    assert (m.task, m.input_mode, m.outputs.target) == ("regression", "columns", "progression")
+    assert [f.kind for f in m.features[:3]] == ["categorical", "categorical", "numeric"]
+
+
+def test_onnx_only_regressor_with_categorical_features(
+    kinds_store: ModelStore, tmp_path: Path
+) -> None:
+    from model_store.registration import register_onnx_file
+
+    source = kinds_store.manifest(DIABETES_MIXED, 1)
+    schema: dict[str, Any] = {
+        "task": "regression",
+        "features": [f.model_dump(exclude={"frequencies"}) for f in source.features],
+        "outputs": {"target": "progression"},
+    }
+    x, y = diabetes_mixed_data()
+    store = ModelStore(tmp_path)
+    onnx = kinds_store.model_path(DIABETES_MIXED, 1)
+    m = register_onnx_file(store, "imported", onnx, schema, reference=x.assign(target=y))
+    assert (m.task, m.input_mode, m.parity) == ("regression", "columns", None)
+    assert m.outputs.prediction == "variable" and m.feature_importance is not None
+    ref = pd.read_parquet(store.reference_path("imported", 1))
+    assert ref["sex"].tolist() == x["sex"].tolist() and ref["target"].tolist() == y.tolist()
+    with pytest.raises(RegistrationError, match="like a regressor"):
+        register_onnx_file(store, "imported", onnx, {**schema, "task": "classification"})
+
+
+def test_a_rollout_needs_classifiers_of_one_task(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from model_store.errors import RolloutInvalidError
+    from model_store.rollout import Mode, Rollouts
+
+    store = ModelStore(tmp_path)
+    train_demo_model(store, DIABETES)
+    x, y, mask = _data("wine")
+    clf = LogisticRegression(max_iter=5000).fit(x.to_numpy(), y)
+    register_sklearn(store, DIABETES, clf, x, y, holdout_mask=mask)
+    with pytest.raises(RolloutInvalidError, match="differ in task"):
+        Rollouts(store).start(DIABETES, 2, Mode.SHADOW)
+    train_demo_model(store, DIABETES, promote=False)  # v3, a regressor like v1
+    with pytest.raises(RolloutInvalidError, match=r"regressor.*vigil backtest"):
+        Rollouts(store).start(DIABETES, 3, Mode.CANARY, percent=10)
+    assert Rollouts(store).current(DIABETES) is None
