@@ -70,10 +70,12 @@ def analyse(
     manifest: Manifest,
     cfg: DriftConfig,
     stats: ReferenceStats | None = None,
+    segment_key: str | None = None,
 ) -> VersionResult:
     """Data, prediction and model drift of ``current`` (one version's window, or what was
     gathered of it while streaming) vs ``reference``; ``stats``: what was computed of this
-    reference before (``reference_stats.json``), else it is computed here."""
+    reference before (``reference_stats.json``), else it is computed here. ``segment_key``: the
+    feature ``current`` is one value of, not compared (it is constant there by construction)."""
     window = (
         current
         if isinstance(current, WindowSample)
@@ -93,7 +95,7 @@ def analyse(
     class_names = list(watched.class_names)
     pred_col = watched.prediction
     _check_reference(reference, manifest, pred_col)
-    features, skipped = _usable_features(window, reference, manifest, watched, stats)
+    features, skipped = _usable_features(window, reference, manifest, watched, stats, segment_key)
     # the predicted label (and a multi-class model's probabilities) ride along for CBPE, which
     # estimates on the same analysed rows
     probas = [proba_column(c) for c in class_names] if len(class_names) > 2 else []
@@ -237,13 +239,16 @@ def _usable_features(
     manifest: Manifest,
     watched: Watched,
     stats: ReferenceStats | None,
+    segment_key: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     current = window.sample
     usable: list[str] = []
     skipped: dict[str, str] = {}
     for spec in manifest.features:
         name = spec.name
-        if spec.pii is not None:
+        if name == segment_key:
+            skipped[name] = "the segment key: one value in each segment, so not compared"
+        elif spec.pii is not None:
             # hashed values cannot be compared with the raw reference; dropped ones are not logged
             skipped[name] = f"PII policy {spec.pii.value}: not comparable with the reference"
         elif name not in current.columns:

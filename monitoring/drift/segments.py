@@ -88,7 +88,7 @@ def analyse_segments(
     results: list[SegmentResult] = []
     for value, rows in labels.value_counts(sort=True).items():
         part = current[labels == value]
-        result = analyse(part, reference, manifest, seg_cfg, stats)
+        result = analyse(part, reference, manifest, seg_cfg, stats, segment_key=key)
         result.evidence = None  # the HTML report shows the whole window only
         results.append(_summary(str(value), int(rows), result))
     results.sort(key=_worst_first)
