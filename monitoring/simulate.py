@@ -1,18 +1,25 @@
-"""Realistic traffic for a running Vigil: rows drawn from the demo data with a little noise,
-optionally shifted (drift) and followed by ground-truth feedback (optionally with label noise)."""
+"""Realistic traffic for a running Vigil: rows drawn from a demo model's data with a little
+noise, optionally shifted (drift) and followed by ground-truth feedback (optionally noisy).
+
+Every demo model has its data here: numeric features get noise and shifts in standard
+deviations, categorical (string) features keep their values and can have their category mix
+shifted (``sex=female:0.9``: 90 % of the rows female; a category training never saw may be
+named too). Label noise flips a classifier's labels to another class, and adds Gaussian noise
+to a regressor's target (its standard deviation in target standard deviations).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 import numpy as np
 import pandas as pd
 
-from model_store.demo import demo_data
+from model_store import demo
 
 NOISE = 0.02  # of each feature's standard deviation: rows are realistic, not copies
 FEEDBACK_BATCH = 500
@@ -35,6 +42,7 @@ class SimulationSummary:
     feedback_errors: int = 0
     seconds: float = 0.0
     first_error: str = ""
+    regression: bool = False
 
     @property
     def rows_per_s(self) -> float:
@@ -46,8 +54,9 @@ class SimulationSummary:
             f"in {self.seconds:.1f} s: {self.rows_per_s:.0f} rows/s, {self.errors} errors"
         )
         if self.feedback or self.feedback_errors:
+            noise = "with added noise" if self.regression else "flipped"
             text += (
-                f"; feedback for {self.feedback} rows ({self.flipped} labels flipped), "
+                f"; feedback for {self.feedback} rows ({self.flipped} labels {noise}), "
                 f"{self.feedback_errors} errors"
             )
         if self.first_error:
@@ -55,28 +64,108 @@ class SimulationSummary:
         return text
 
 
-def traffic(
-    rows: int, *, seed: int = 0, drift: Mapping[str, float] | None = None
-) -> tuple[pd.DataFrame, list[str]]:
-    """``rows`` feature rows sampled from the demo data plus noise, and their true class names.
+@dataclass(frozen=True, slots=True)
+class CategoryShift:
+    """Set the share of ``category`` among a categorical feature's values to ``share``."""
 
-    ``drift`` shifts features by a number of their standard deviations.
+    category: str
+    share: float
+
+
+Shift: TypeAlias = float | CategoryShift
+"""A numeric feature's shift in its standard deviations, or a categorical feature's new mix."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoData:
+    x: pd.DataFrame
+    truth: np.ndarray
+    """Per row: the class name (classifiers) or the target value (regressors, float64)."""
+    classes: list[str] | None
+    """The class names of a classifier; None for a regressor."""
+
+    @property
+    def regression(self) -> bool:
+        return self.classes is None
+
+
+def demo_dataset(model: str) -> DemoData:
+    """The data the demo ``model`` was trained on."""
+    if model in (demo.DEMO_MODEL, demo.WINE):
+        x, y, names = demo.demo_data() if model == demo.DEMO_MODEL else demo.wine_data()
+        return DemoData(x, np.asarray(names, dtype=object)[y], names)
+    if model in (demo.DIABETES, demo.DIABETES_MIXED):
+        x, target = demo.diabetes_data() if model == demo.DIABETES else demo.diabetes_mixed_data()
+        return DemoData(x, np.asarray(target, dtype=np.float64), None)
+    raise SimulationError(
+        f"{model!r} is not a demo model; simulate draws traffic from the demo data of "
+        f"{', '.join(demo.DEMO_NAMES)}"
+    )
+
+
+def traffic(
+    rows: int,
+    *,
+    seed: int = 0,
+    drift: Mapping[str, Shift] | None = None,
+    model: str = demo.DEMO_MODEL,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``rows`` feature rows sampled from the demo data of ``model`` plus noise, and their truth
+    (class names, or target values of a regressor).
+
+    ``drift`` shifts numeric features by a number of their standard deviations and moves the
+    category mix of categorical ones.
     """
-    x, y, names = demo_data()
+    data = demo_dataset(model)
+    x = data.x
     unknown = sorted(set(drift or {}) - set(x.columns))
     if unknown:
         raise SimulationError(f"unknown features {unknown}; the demo data has {list(x.columns)}")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=rows)
-    sd = x.std().to_numpy()
-    values = x.to_numpy()[idx] + rng.normal(size=(rows, x.shape[1])) * (NOISE * sd)
-    nonneg = (x.min() >= 0).to_numpy()
+    numeric = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c])]
+    out = x.iloc[idx].reset_index(drop=True).copy()
+    num = x[numeric]
+    sd = num.std().to_numpy()
+    values = num.to_numpy()[idx] + rng.normal(size=(rows, len(numeric))) * (NOISE * sd)
+    nonneg = (num.min() >= 0).to_numpy()
     # noise must not make a size or a count negative; a requested shift may
     values[:, nonneg] = np.maximum(values[:, nonneg], 0.0)
-    out = pd.DataFrame(values, columns=x.columns)
+    out[numeric] = values
     for feature, shift in (drift or {}).items():
-        out[feature] += shift * float(x[feature].std())
-    return out, [names[i] for i in y[idx]]
+        if isinstance(shift, CategoryShift):
+            if feature in numeric:
+                raise SimulationError(
+                    f"{feature} is numeric: shift it by standard deviations (FEATURE=SHIFT)"
+                )
+            out[feature] = _remix(out[feature], shift, rng)
+        elif feature not in numeric:
+            raise SimulationError(
+                f"{feature} is categorical: shift its mix with FEATURE=CATEGORY:SHARE"
+            )
+        else:
+            out[feature] += shift * float(x[feature].std())
+    return out, data.truth[idx]
+
+
+def _remix(values: pd.Series, shift: CategoryShift, rng: np.random.Generator) -> pd.Series:
+    """Rows moved into (or out of) ``shift.category`` until it holds ``shift.share`` of them;
+    rows moved out take the other categories in their present proportions."""
+    if not 0 <= shift.share <= 1:
+        raise SimulationError(f"a category share must be within [0, 1], got {shift.share}")
+    out = values.astype(object).copy()
+    inside = (out == shift.category).to_numpy()
+    now = float(inside.mean())
+    if shift.share > now:
+        move = ~inside & (rng.random(len(out)) < (shift.share - now) / (1 - now))
+        out[move] = shift.category
+    elif shift.share < now:
+        others = out[~inside].to_numpy()
+        if not len(others):
+            raise SimulationError(f"no other category than {shift.category!r} to move rows to")
+        move = inside & (rng.random(len(out)) < 1 - shift.share / now)
+        out[move] = rng.choice(others, size=int(move.sum()))
+    return out
 
 
 def noisy_labels(
@@ -93,13 +182,24 @@ def noisy_labels(
     return out, int(flip.sum())
 
 
+def noisy_targets(
+    targets: np.ndarray, sd: float, scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A regressor's targets plus Gaussian noise of standard deviation ``sd`` times ``scale``
+    (the target's standard deviation in the demo data)."""
+    if not sd >= 0 or not np.isfinite(sd):
+        raise SimulationError(f"label noise must be a finite number ≥ 0, got {sd}")
+    noisy: np.ndarray = targets + rng.normal(0.0, sd * scale, len(targets))
+    return noisy
+
+
 def run_simulation(
     url: str,
     model: str,
     rows: int,
     *,
     batch: int = 10,
-    drift: Mapping[str, float] | None = None,
+    drift: Mapping[str, Shift] | None = None,
     label_noise: float = 0.0,
     feedback: bool = False,
     feedback_token: str = "",
@@ -108,16 +208,18 @@ def run_simulation(
     on_rows: Callable[[int], None] | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> SimulationSummary:
-    """Send ``rows`` rows in requests of ``batch`` to ``POST /v1/models/{model}/predict``
-    (and labels with ``feedback_token`` as Bearer token, when the service requires one);
-    ``metadata`` goes with every request (a segment for ``vigil drift run --segment-by``)."""
+    """Send ``rows`` rows of the demo data of ``model`` in requests of ``batch`` to
+    ``POST /v1/models/{model}/predict`` (and labels with ``feedback_token`` as Bearer token,
+    when the service requires one); ``metadata`` goes with every request (a segment for
+    ``vigil drift run --segment-by``). ``label_noise``: the share of a classifier's labels
+    flipped, or the noise added to a regressor's targets in target standard deviations."""
     auth = {"Authorization": f"Bearer {feedback_token}"} if feedback_token else {}
     if rows < 1 or batch < 1:
         raise SimulationError("rows and batch must be at least 1")
-    x, truth = traffic(rows, seed=seed, drift=drift)
-    classes = demo_data()[2]
-    labels, _ = noisy_labels(truth, label_noise, classes, np.random.default_rng(seed + 1))
-    summary = SimulationSummary(url=url, model=model)
+    data = demo_dataset(model)
+    x, truth = traffic(rows, seed=seed, drift=drift, model=model)
+    labels = _labels(data, truth, label_noise, np.random.default_rng(seed + 1))
+    summary = SimulationSummary(url=url, model=model, regression=data.regression)
     records: list[dict[str, Any]] = x.to_dict("records")
     pending: list[_Label] = []
     with httpx.Client(base_url=url, timeout=timeout) as client:
@@ -142,12 +244,23 @@ def run_simulation(
     return summary
 
 
+def _labels(
+    data: DemoData, truth: np.ndarray, noise: float, rng: np.random.Generator
+) -> list[str] | list[float]:
+    """What feedback sends: class names, or a regressor's targets as numbers."""
+    if data.classes is None:
+        scale = float(np.std(data.truth, ddof=1))
+        return [float(v) for v in noisy_targets(truth.astype(np.float64), noise, scale, rng)]
+    return noisy_labels([str(t) for t in truth], noise, data.classes, rng)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class _Label:
     request_id: str
     row: int
-    label: str
+    label: str | float
     flipped: bool
+    """A classifier's label replaced by another class, or a regressor's target moved."""
 
 
 def _check_reachable(client: httpx.Client, url: str) -> None:

@@ -230,6 +230,12 @@ class Settings(BaseSettings):
     drift_performance_tolerance: float = Field(
         0.05, ge=0, description="Drop in accuracy/F1 vs reference that flags model drift."
     )
+    drift_regression_tolerance: float = Field(
+        0.2,
+        ge=0,
+        description="Relative rise of a regressor's MAE or RMSE vs reference that flags model "
+        "drift (0.2: errors 20 % larger).",
+    )
     drift_min_labelled_rows: int = Field(
         50, gt=0, description="Labelled rows needed in a window to judge model drift."
     )

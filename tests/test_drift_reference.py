@@ -13,8 +13,9 @@ import pytest
 from model_store.manifest import Manifest
 from model_store.store import ModelStore
 from monitoring.drift import cbpe
+from monitoring.drift.columns import Watched
 from monitoring.drift.config import DriftConfig
-from monitoring.drift.core import analyse, prediction_column
+from monitoring.drift.core import analyse
 from monitoring.drift.reference import (
     STATS_FILE,
     Reference,
@@ -33,8 +34,7 @@ def manifest(store: ModelStore) -> Manifest:
 
 
 def _load(store: ModelStore, manifest: Manifest) -> Reference:
-    classes = list(manifest.outputs.class_names)
-    return load_reference(store, MODEL, 1, classes, prediction_column(classes), CFG.seed)
+    return load_reference(store, MODEL, 1, Watched.of(manifest), CFG.seed)
 
 
 def _cache(store: ModelStore) -> Path:

@@ -145,6 +145,14 @@ SCENARIOS: dict[str, Scenario] = {
         [{**D, "version": "1"}],
         [_series("vigil_drift_estimated_model_drift", {**D, "version": "1"}, "0x5")],
     ),
+    "VigilUnseenCategories": (
+        [_series("vigil_drift_feature_unseen_share", {**D, "version": "1", "feature": "plan"},
+                 "0.2x5")],
+        3,
+        [{"model": "m", "version": "1", "feature": "plan"}],
+        [_series("vigil_drift_feature_unseen_share", {**D, "version": "1", "feature": "plan"},
+                 "0.01x5")],
+    ),
     "VigilDriftJobFailing": (
         [_series("vigil_drift_status", {**D, "status": "error"}, "1x5"),
          _series("vigil_drift_status", {**D, "status": "ok"}, "0x5")],
@@ -346,3 +354,40 @@ def test_template_variables_become_promql() -> None:
     (model,) = assets.variable_queries()
     assert model.name == "model"
     assert model.expr == "group by (model) (vigil_model_info)"
+
+
+# Series only a binary classifier has (CBPE), and the per-task performance metric names.
+BINARY_ONLY = {
+    "vigil_drift_estimated_performance",
+    "vigil_drift_estimated_performance_band",
+    "vigil_drift_estimated_reference_performance",
+    "vigil_drift_estimated_model_drift",
+}
+TASK_METRICS = {"classifier": {"accuracy", "f1_macro"}, "regressor": {"mae", "rmse", "r2"}}
+
+
+def test_no_panel_assumes_probabilities_and_every_task_has_its_panels() -> None:
+    panels = [p for p in assets.panels(assets.load_dashboard()) if p["type"] != "row"]
+    by_metric: dict[str, list[str]] = {}
+    for panel in panels:
+        title = panel["title"]
+        exprs = [t["expr"] for t in panel["targets"]]
+        names = set().union(*(assets.metric_names(e) for e in exprs))
+        for name in names:
+            by_metric.setdefault(name, []).append(title)
+        if names & BINARY_ONLY:
+            assert "binary classifiers" in title, title  # the title says whom it is for
+        for expr in exprs:
+            if "vigil_drift_performance" in expr or "vigil_drift_reference_performance" in expr:
+                # a panel shows one task's metrics: accuracy and MAE never share an axis
+                tasks = [
+                    task
+                    for task, metrics in TASK_METRICS.items()
+                    if any(m in expr for m in metrics)
+                ]
+                assert len(tasks) == 1 and tasks[0] in title.lower(), (title, expr)
+    # a regressor shows its prediction distribution and errors; a classifier its class mix
+    assert any("regressor" in t.lower() for t in by_metric["vigil_drift_prediction_quantile"])
+    assert any("classifier" in t.lower() for t in by_metric["vigil_drift_prediction_class_share"])
+    assert by_metric["vigil_drift_feature_unseen_share"]
+    assert by_metric["vigil_unseen_categories_total"]  # the service's live count, too

@@ -3,7 +3,10 @@
 Prometheus (Debian package) scrapes a live `vigil serve` and a real Pushgateway every second
 and loads monitoring/prometheus/alerts.yml. The test sends V1/V2 traffic with a drifted input
 distribution, bad requests and feedback, runs the drift job, and then asks Prometheus for
-every expression of the dashboard and the alert rules.
+every expression of the dashboard and the alert rules. Two models are served, the demo
+classifier and the demo regressor with categorical features (`diabetes-mixed`, its traffic
+shifted, a fifth of one feature in a category never seen in training, noisy feedback), so the
+panels of both kinds of model must have data.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_store.demo import DIABETES_MIXED, train_demo_model
+from model_store.store import ModelStore
 from monitoring import assets
+from monitoring.simulate import CategoryShift, run_simulation
 from tests.conftest import MODEL
 from tests.promstack import (
     Prometheus,
@@ -35,7 +41,7 @@ from tests.promstack import (
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
 
 GRAFANA_VALUES = {
-    "model": MODEL,
+    "model": f"{MODEL}|{DIABETES_MIXED}",  # both selected, as Grafana's multi-value regex
     "__rate_interval": "1m",
     "__interval": "15s",
     "__range": "5m",
@@ -80,6 +86,7 @@ ALERT_EXPECTATIONS = {
     # without labels too: the scaled inputs leave v2 predicting one class, so its expected
     # macro-F1 falls (v1's estimate holds; CBPE cannot see that v1 is now wrong)
     "VigilEstimatedPerformanceDrop": FIRES,
+    "VigilUnseenCategories": FIRES,  # diabetes-mixed's sex gets a fifth "unknown"
     "VigilDriftJobFailing": QUIET,
     "VigilDriftJobStale": QUIET,
     "VigilDriftJobNeverRan": QUIET,
@@ -133,7 +140,7 @@ def _send_traffic(url: str, demo: tuple[pd.DataFrame, np.ndarray, list[str]]) ->
                 assert r.status_code == 200, r.text
                 request_id = r.json()["request_id"]
                 fb = [
-                    {"request_id": request_id, "row": j, "label": truth[lo + j]}
+                    {"request_id": request_id, "row": j, "label": truth[lo + j], "model": MODEL}
                     for j in range(batch)
                 ]
                 assert http.post("/v1/feedback", json=fb).status_code == 200
@@ -170,9 +177,9 @@ def _wait_delivered(url: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"I/O records not delivered after {timeout}s: {counts}")
 
 
-def _run_drift_job(env: dict[str, str]) -> str:
+def _run_drift_job(env: dict[str, str], model: str = MODEL) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli.monitoring", "drift", "run", "--model", MODEL],
+        [sys.executable, "-m", "service.cli.monitoring", "drift", "run", "--model", model],
         env=env,
         capture_output=True,
         text=True,
@@ -224,8 +231,10 @@ def test_every_dashboard_and_alert_expression_evaluates_with_data(
     pushgateway: Pushgateway,
     prometheus_factory: Any,
     demo: tuple[pd.DataFrame, np.ndarray, list[str]],
+    store: ModelStore,
 ) -> None:
     started = time.monotonic()
+    train_demo_model(store, DIABETES_MIXED)
     server = vigil_server(
         env={
             "VIGIL_PUSHGATEWAY_URL": pushgateway.url,
@@ -243,15 +252,32 @@ def test_every_dashboard_and_alert_expression_evaluates_with_data(
 
     stack_up = time.monotonic()
     requests = _send_traffic(server.url, demo)
+    regressor = run_simulation(
+        server.url, DIABETES_MIXED, 300, batch=20, feedback=True, label_noise=1.0,
+        drift={"s5": 1.5, "sex": CategoryShift("unknown", 0.2)},
+    )  # fmt: skip
+    assert regressor.errors == 0 and regressor.feedback_errors == 0, regressor.line()
+    requests += regressor.requests
     _wait_delivered(server.url)
     drift_started = time.monotonic()
-    drift_summary = _run_drift_job(server.env)
+    drift_summary = _run_drift_job(server.env) + _run_drift_job(server.env, DIABETES_MIXED)
     drift_s = time.monotonic() - drift_started
+    # traffic goes on while the job runs: live rates (unseen categories per served row) need
+    # rows within the last rate interval when the expressions are evaluated
+    live = run_simulation(
+        server.url, DIABETES_MIXED, 60, batch=20, seed=3,
+        drift={"sex": CategoryShift("unknown", 0.2)},
+    )  # fmt: skip
+    assert live.errors == 0, live.line()
+    requests += live.requests
 
     # Wait until Prometheus has scraped everything the expressions need.
     prom.wait_for(f"sum(vigil_request_duration_seconds_count) >= {requests}")
     prom.wait_for("sum(vigil_iolog_records_delivered_total) > 0")
-    prom.wait_for(f'vigil_drift_last_run_timestamp_seconds{{job="vigil_drift",model="{MODEL}"}}')
+    for model in (MODEL, DIABETES_MIXED):
+        prom.wait_for(
+            f'vigil_drift_last_run_timestamp_seconds{{job="vigil_drift",model="{model}"}}'
+        )
 
     problems: list[str] = []
     queries = assets.all_queries()

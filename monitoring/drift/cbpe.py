@@ -1,5 +1,5 @@
-"""Confidence-based performance estimation (CBPE): a binary classifier's accuracy and F1 on a
-window whose labels have not arrived, from its own calibrated probabilities.
+"""Confidence-based performance estimation (CBPE): a classifier's accuracy and F1 on a window
+whose labels have not arrived, from its own calibrated probabilities.
 
 Method as NannyML describes it ("Confidence-based Performance Estimation (CBPE)",
 https://nannyml.readthedocs.io/en/stable/how_it_works/performance_estimation.html):
@@ -10,6 +10,12 @@ expected confusion matrix, and from it expected accuracy and F1. Probabilities a
 the reference's labelled validation rows with isotonic regression when that helps on held-out
 folds (NannyML also calibrates only when needed; it judges by the expected calibration error, we
 by the Brier score, which needs no bins and so is steadier on a few hundred validation rows).
+
+A multi-class classifier is estimated the same way, one class against the rest (NannyML's
+multiclass CBPE): each class's probability is calibrated on its own, the rows renormalised to sum
+to one; a row predicted ``c`` is right with probability ``p_c``, so the expected accuracy is the
+mean ``p`` of the predicted class, and each class's expected TP/FP/FN give its F1 (macro: their
+mean). A regressor has no probabilities and is not estimated.
 
 Assumptions, and so limits: P(label | inputs) is unchanged (covariate shift only) and the
 calibration learnt on the reference holds in the region the window comes from. A change of the
@@ -26,7 +32,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import StratifiedKFold
 
-from model_store.registration import LABEL_COLUMN, PREDICTION_COLUMN, SPLIT_COLUMN
+from model_store.log_columns import LABEL_COLUMN, PREDICTION_COLUMN, SPLIT_COLUMN, proba_column
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.result import PERFORMANCE_METRICS, Estimate
 
@@ -58,9 +64,12 @@ class Calibration:
     in ``reference_stats.json``."""
 
     calibrator: Calibrator
+    """Binary: the positive class's calibration (multi-class: unused, left as it is)."""
     rows: int
     reference: dict[str, float]
     """Expected metrics of the calibrated validation rows."""
+    per_class: tuple[Calibrator, ...] = ()
+    """Multi-class: each class's one-vs-rest calibration, in class order (binary: empty)."""
 
 
 def calibration_error(p: np.ndarray, y: np.ndarray) -> float:
@@ -137,12 +146,100 @@ def band(p: np.ndarray, predicted: np.ndarray, draws: int, seed: int) -> dict[st
     }
 
 
+def calibrated(probas: np.ndarray, calibrators: tuple[Calibrator, ...]) -> np.ndarray:
+    """Each class's probability through its calibrator, each row renormalised to sum to 1 (a
+    row all of whose calibrated probabilities are 0 keeps its raw ones)."""
+    raw = probas.clip(0.0, 1.0)
+    out = np.column_stack([cal(raw[:, k]) for k, cal in enumerate(calibrators)])
+    total = out.sum(axis=1, keepdims=True)
+    return np.where(total > 0, out / np.where(total > 0, total, 1.0), raw)
+
+
+def expected_multiclass(p: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Expected accuracy and macro F1 of rows with calibrated class probabilities ``p`` (one row
+    per row, one column per class) and predicted class indices ``predicted``."""
+    rows = np.arange(len(p))
+    right = p[rows, predicted]
+    f1 = []
+    for k in range(p.shape[1]):
+        mine = predicted == k
+        tp = float(np.sum(p[mine, k]))
+        fp = float(np.sum(1 - p[mine, k]))
+        fn = float(np.sum(p[~mine, k]))
+        f1.append(_f1(tp, fp, fn))
+    return {"accuracy": float(right.mean()), "f1_macro": float(np.mean(f1))}
+
+
+def band_multiclass(
+    p: np.ndarray, predicted: np.ndarray, draws: int, seed: int
+) -> dict[str, list[float]]:
+    """:func:`band` of a multi-class classifier: labels drawn per row from its probabilities."""
+    rng = np.random.default_rng(seed)
+    n, classes = p.shape
+    cumulative = np.cumsum(p, axis=1)
+    cumulative[:, -1] = 1.0  # rounding must not leave a draw above the last class
+    accuracy, f1_macro = np.empty(draws), np.empty(draws)
+    step = max(1, _DRAW_BUDGET // max(n * classes, 1))
+    for start in range(0, draws, step):
+        count = min(step, draws - start)
+        u = rng.random((count, n, 1))
+        labels = (u > cumulative[None, :, :]).sum(axis=2)  # one row of labels per draw
+        accuracy[start : start + count] = (labels == predicted).mean(axis=1)
+        f1 = np.zeros(count)
+        for k in range(classes):
+            mine = predicted == k
+            tp = (labels[:, mine] == k).sum(axis=1)
+            fp = mine.sum() - tp
+            fn = (labels[:, ~mine] == k).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                f1 += np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+        f1_macro[start : start + count] = f1 / classes
+    return {
+        name: [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+        for name, values in (("accuracy", accuracy), ("f1_macro", f1_macro))
+    }
+
+
+def _calibrate_multiclass(
+    reference: pd.DataFrame, class_names: list[str], seed: int
+) -> Calibration | str:
+    probas = [proba_column(c) for c in class_names]
+    missing = [c for c in probas if c not in reference.columns]
+    if missing:
+        return f"not estimated: the reference has no class probabilities {missing}"
+    calib = _labelled_validation(reference, class_names, probas[0])
+    calib = calib[calib[probas].notna().all(axis=1) & calib[PREDICTION_COLUMN].isin(class_names)]
+    if calib[LABEL_COLUMN].nunique() < 2:
+        return "the reference has no labelled rows of several classes to calibrate on"
+    p = calib[probas].to_numpy(dtype=np.float64).clip(0.0, 1.0)
+    y = calib[LABEL_COLUMN].to_numpy()
+    per_class = tuple(
+        fit_calibrator(p[:, k], (y == c).astype(np.int64), seed) for k, c in enumerate(class_names)
+    )
+    predicted = _class_index(calib[PREDICTION_COLUMN], class_names)
+    ref_metrics = expected_multiclass(calibrated(p, per_class), predicted)
+    return Calibration(Calibrator(None), len(calib), ref_metrics, per_class)
+
+
+def _class_index(labels: pd.Series, class_names: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(class_names)}
+    codes: np.ndarray = labels.map(index).to_numpy(dtype=np.int64)
+    return codes
+
+
 def calibrate(
     reference: pd.DataFrame, class_names: list[str], pred_col: str, seed: int
 ) -> Calibration | str:
     """The calibration learnt on the reference's labelled validation rows, or why there is none."""
+    if not class_names:
+        return (
+            "not estimated: CBPE estimates a classifier's accuracy from its probabilities; a "
+            "regressor's errors are measured on feedback labels only"
+        )
+    if len(class_names) > 2:
+        return _calibrate_multiclass(reference, class_names, seed)
     if len(class_names) != 2:
-        return "CBPE is implemented for binary classifiers only"
+        return "not estimated: CBPE needs a classifier of at least two classes"
     positive = class_names[1]
     calib = _labelled_validation(reference, class_names, pred_col)
     if calib[LABEL_COLUMN].nunique() < 2:
@@ -170,6 +267,8 @@ def estimate(
         calibration = calibrate(reference, class_names, pred_col, cfg.seed)
     if isinstance(calibration, str):
         return replace(base, note=calibration)
+    if calibration.per_class:
+        return _estimate_multiclass(current, class_names, cfg, realized, calibration, base)
     if pred_col not in current.columns or PREDICTION_COLUMN not in current.columns:
         return replace(base, note="the window has no probability or predicted class to estimate on")
     rows = current[[pred_col, PREDICTION_COLUMN]]
@@ -187,6 +286,42 @@ def estimate(
         calibration_rows=calibration.rows,
         estimated=est,
         band=band(p, predicted, cfg.estimate_draws, cfg.seed),
+        reference=ref_metrics,
+        realized=realized,
+        dropped=dropped,
+    )
+
+
+def _estimate_multiclass(
+    current: pd.DataFrame,
+    class_names: list[str],
+    cfg: DriftConfig,
+    realized: dict[str, float] | None,
+    calibration: Calibration,
+    base: Estimate,
+) -> Estimate:
+    probas = [proba_column(c) for c in class_names]
+    if any(c not in current.columns for c in [*probas, PREDICTION_COLUMN]):
+        return replace(
+            base, note="the window has no probabilities or predicted class to estimate on"
+        )
+    rows = current[
+        current[probas].notna().all(axis=1) & current[PREDICTION_COLUMN].isin(class_names)
+    ]
+    if rows.empty:
+        return replace(base, note="no row of the window has probabilities and a predicted class")
+    p = calibrated(rows[probas].to_numpy(dtype=np.float64), calibration.per_class)
+    predicted = _class_index(rows[PREDICTION_COLUMN], class_names)
+    est = expected_multiclass(p, predicted)
+    ref_metrics = calibration.reference
+    dropped = any(ref_metrics[m] - est[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
+    return Estimate(
+        rows=len(rows),
+        tolerance=cfg.performance_tolerance,
+        calibrated=any(c.isotonic is not None for c in calibration.per_class),
+        calibration_rows=calibration.rows,
+        estimated=est,
+        band=band_multiclass(p, predicted, cfg.estimate_draws, cfg.seed),
         reference=ref_metrics,
         realized=realized,
         dropped=dropped,

@@ -1,9 +1,10 @@
 """Drift of one served version: a window of its logged rows against its reference sample.
 
 Knows nothing of the log store or files: ``current`` has the columns of
-``service.iolog.reader.read_predictions`` (features, ``prediction``, ``proba_<class>``, ``label``);
-``reference`` is the version's ``reference.parquet`` (features, ``prediction``, ``proba_<class>``,
-``target``, ``split``).
+``service.iolog.reader.read_predictions`` (features, ``prediction``, ``proba_<class>`` of
+classifiers, ``label``); ``reference`` is the version's ``reference.parquet`` (features,
+``prediction``, ``proba_<class>`` of classifiers, ``target``, ``split``). What is watched for
+each kind of model is decided in ``monitoring.drift.columns``.
 """
 
 from __future__ import annotations
@@ -13,27 +14,36 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score
-
-from model_store.manifest import Manifest
-from model_store.registration import (
-    LABEL_COLUMN,
-    PREDICTION_COLUMN,
-    SPLIT_COLUMN,
-    proba_column,
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    r2_score,
+    root_mean_squared_error,
 )
+
+from model_store.log_columns import LABEL_COLUMN, PREDICTION_COLUMN, SPLIT_COLUMN, proba_column
+from model_store.manifest import Manifest
 from monitoring.drift import cbpe
+from monitoring.drift.columns import (
+    CATEGORICAL,
+    CLASSIFICATION_METRICS,
+    ERROR_METRICS,
+    ManifestKindError,
+    Watched,
+)
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.result import (
-    PERFORMANCE_METRICS,
+    QUANTILES,
     ColumnDrift,
     Evidence,
     Flags,
     Performance,
+    PredictionDistribution,
     Status,
     VersionResult,
 )
-from monitoring.drift.stats import column_drift
+from monitoring.drift.stats import column_drift, unseen
 from monitoring.drift.weighting import dataset_verdict
 from monitoring.drift.window import FEEDBACK_COLUMN, WindowSample
 
@@ -47,11 +57,11 @@ class DriftInputError(ValueError):
     """The window or the reference sample cannot be analysed as they are."""
 
 
-def prediction_column(class_names: list[str]) -> str:
-    """The probability watched for prediction drift: the positive (second) class's."""
-    if not class_names:
-        raise DriftInputError("the manifest names no classes")
-    return proba_column(class_names[1] if len(class_names) > 1 else class_names[0])
+def watched_columns(manifest: Manifest) -> Watched:
+    try:
+        return Watched.of(manifest)
+    except ManifestKindError as exc:
+        raise DriftInputError(str(exc)) from exc
 
 
 def analyse(
@@ -60,10 +70,12 @@ def analyse(
     manifest: Manifest,
     cfg: DriftConfig,
     stats: ReferenceStats | None = None,
+    segment_key: str | None = None,
 ) -> VersionResult:
     """Data, prediction and model drift of ``current`` (one version's window, or what was
     gathered of it while streaming) vs ``reference``; ``stats``: what was computed of this
-    reference before (``reference_stats.json``), else it is computed here."""
+    reference before (``reference_stats.json``), else it is computed here. ``segment_key``: the
+    feature ``current`` is one value of, not compared (it is constant there by construction)."""
     window = (
         current
         if isinstance(current, WindowSample)
@@ -79,23 +91,31 @@ def analyse(
     if rows < cfg.min_rows:
         result.message = f"{rows} rows in the window, {cfg.min_rows} needed"
         return result
-    class_names = list(manifest.outputs.class_names)
-    pred_col = prediction_column(class_names)
+    watched = watched_columns(manifest)
+    class_names = list(watched.class_names)
+    pred_col = watched.prediction
     _check_reference(reference, manifest, pred_col)
-    features, skipped = _usable_features(window, reference, manifest, stats)
-    # the predicted label rides along for CBPE, which estimates on the same analysed rows
-    wanted = [*features, pred_col, PREDICTION_COLUMN]
-    sample = window.sample[[c for c in wanted if c in window.sample.columns]]
-    threshold = cfg.threshold(len(sample), len(reference))
+    features, skipped = _usable_features(window, reference, manifest, watched, stats, segment_key)
+    # the predicted label (and a multi-class model's probabilities) ride along for CBPE, which
+    # estimates on the same analysed rows
+    probas = [proba_column(c) for c in class_names] if len(class_names) > 2 else []
+    wanted = [*features, pred_col, PREDICTION_COLUMN, *probas]
+    sample = window.sample[list(dict.fromkeys(c for c in wanted if c in window.sample.columns))]
+    tester = _Tester(reference, sample, watched, cfg)
 
-    drift = {f: column_drift(reference[f], sample[f], cfg.method, threshold) for f in features}
+    drift = {f: tester.drift(f) for f in features}
     verdict = dataset_verdict(drift, manifest.feature_importance, cfg)
     prediction = None
     if pred_col in sample.columns and sample[pred_col].notna().any():
-        prediction = column_drift(reference[pred_col], sample[pred_col], cfg.method, threshold)
-    performance, labelled, validation = _performance(
-        window.labelled, reference, class_names, cfg, stats
-    )
+        prediction = tester.drift(pred_col)
+    if watched.regression:
+        performance, labelled, validation = _regression_performance(
+            window.labelled, reference, cfg, stats
+        )
+    else:
+        performance, labelled, validation = _performance(
+            window.labelled, reference, class_names, cfg, stats
+        )
     calibration = None if stats is None else stats.calibration
     estimate = cbpe.estimate(
         sample, reference, class_names, pred_col, cfg, performance.current, calibration
@@ -117,23 +137,81 @@ def analyse(
     result.estimate = estimate
     result.features = drift
     result.skipped_features = skipped
+    result.unseen = {
+        f: unseen(sample[f], watched.categories[f])
+        for f in features
+        if watched.kind(f) == CATEGORICAL and watched.categories.get(f)
+    }
     result.prediction_column = pred_col
     result.prediction = prediction
+    result.distribution = _distribution(sample, reference, watched)
     result.performance = performance
     result.message = _message(result, len(features))
+    categorical = [c for c in [*features, pred_col] if watched.kind(c) == CATEGORICAL]
     result.evidence = Evidence(
         current=sample,
-        reference=reference[[*features, pred_col]],
-        features=features,
+        reference=reference[list(dict.fromkeys([*features, pred_col]))],
+        drift=drift,
+        categorical=categorical,
         prediction_column=pred_col,
-        method=cfg.method,
-        threshold=threshold,
+        prediction=prediction,
         drift_share=cfg.drift_share,
         labelled=_for_the_page(labelled, cfg),
         validation=validation,
         class_names=class_names,
+        task=watched.task,
     )
     return result
+
+
+class _Tester:
+    """One column's drift test, by its kind: the numeric method with the numeric threshold, or
+    the categorical method with a threshold for its number of categories."""
+
+    def __init__(
+        self, reference: pd.DataFrame, sample: pd.DataFrame, watched: Watched, cfg: DriftConfig
+    ) -> None:
+        self._reference, self._sample, self._watched, self._cfg = reference, sample, watched, cfg
+        self._numeric_threshold = cfg.threshold(len(sample), len(reference))
+
+    def drift(self, column: str) -> ColumnDrift:
+        ref, cur, cfg = self._reference[column], self._sample[column], self._cfg
+        kind = self._watched.kind(column)
+        if kind != CATEGORICAL:
+            return column_drift(ref, cur, cfg.method, self._numeric_threshold)
+        ref_present, cur_present = ref.dropna().astype(str), cur.dropna().astype(str)
+        known = set(ref_present.unique())
+        # values the reference never had count as one category more: a window of a thousand
+        # distinct new values must not raise the noise allowance a thousandfold
+        categories = len(known) + int(not cur_present.isin(known).all())
+        threshold = cfg.categorical_threshold(len(cur_present), len(ref_present), categories)
+        return column_drift(ref, cur, cfg.cat_method, threshold, kind)
+
+
+def _distribution(
+    sample: pd.DataFrame, reference: pd.DataFrame, watched: Watched
+) -> PredictionDistribution | None:
+    if PREDICTION_COLUMN not in sample.columns or sample[PREDICTION_COLUMN].isna().all():
+        return None
+    if watched.regression:
+
+        def quantiles(values: pd.Series) -> dict[str, float]:
+            v = pd.to_numeric(values, errors="coerce").replace([-np.inf, np.inf], np.nan).dropna()
+            return {f"{q:g}": float(v.quantile(q)) for q in QUANTILES} if len(v) else {}
+
+        return PredictionDistribution(
+            "quantiles",
+            quantiles(sample[PREDICTION_COLUMN]),
+            quantiles(reference[PREDICTION_COLUMN]),
+        )
+
+    def shares(values: pd.Series) -> dict[str, float]:
+        counts = values.dropna().astype(str).value_counts(normalize=True)
+        return {c: float(counts.get(c, 0.0)) for c in watched.class_names}
+
+    return PredictionDistribution(
+        "class_shares", shares(sample[PREDICTION_COLUMN]), shares(reference[PREDICTION_COLUMN])
+    )
 
 
 def _for_the_page(labelled: pd.DataFrame | None, cfg: DriftConfig) -> pd.DataFrame | None:
@@ -159,18 +237,29 @@ def _usable_features(
     window: WindowSample,
     reference: pd.DataFrame,
     manifest: Manifest,
+    watched: Watched,
     stats: ReferenceStats | None,
+    segment_key: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     current = window.sample
     usable: list[str] = []
     skipped: dict[str, str] = {}
     for spec in manifest.features:
         name = spec.name
-        if spec.pii is not None:
+        if name == segment_key:
+            skipped[name] = "the segment key: one value in each segment, so not compared"
+        elif spec.pii is not None:
             # hashed values cannot be compared with the raw reference; dropped ones are not logged
             skipped[name] = f"PII policy {spec.pii.value}: not comparable with the reference"
         elif name not in current.columns:
             skipped[name] = "not in the logged window"
+        elif watched.kind(name) == CATEGORICAL:
+            if not current[name].notna().any():
+                skipped[name] = "no value in the window"
+            elif not reference[name].notna().any():
+                skipped[name] = "no value in the reference"
+            else:
+                usable.append(name)
         elif not pd.api.types.is_numeric_dtype(current[name]):
             skipped[name] = f"logged as {current[name].dtype}, not numeric"
         elif name not in window.finite:
@@ -241,7 +330,7 @@ def _performance(
         if stats is None or stats.quality is None
         else stats.quality
     )
-    dropped = any(ref[m] - cur[m] > cfg.performance_tolerance for m in PERFORMANCE_METRICS)
+    dropped = any(ref[m] - cur[m] > cfg.performance_tolerance for m in CLASSIFICATION_METRICS)
     performance = Performance(
         labelled_rows=n,
         min_labelled_rows=cfg.min_labelled_rows,
@@ -251,6 +340,63 @@ def _performance(
         dropped=dropped,
     )
     return performance, labelled, validation
+
+
+def regression_quality(y_true: pd.Series, y_pred: pd.Series) -> dict[str, float]:
+    """MAE, RMSE and R², as Evidently's regression metrics compute them (scikit-learn's)."""
+    true, pred = y_true.to_numpy(np.float64), y_pred.to_numpy(np.float64)
+    return {
+        "mae": float(mean_absolute_error(true, pred)),
+        "rmse": float(root_mean_squared_error(true, pred)),
+        "r2": float(r2_score(true, pred)) if len(true) > 1 else float("nan"),
+    }
+
+
+def numeric_labelled(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Rows whose label and prediction are finite numbers, as float64 ``target``/``prediction``
+    (feedback labels of regressors are logged as text: the float's repr)."""
+    if label not in frame.columns or PREDICTION_COLUMN not in frame.columns:
+        return pd.DataFrame({LABEL_COLUMN: [], PREDICTION_COLUMN: []}, dtype=np.float64)
+    y = pd.to_numeric(frame[label], errors="coerce").astype(np.float64)
+    p = pd.to_numeric(frame[PREDICTION_COLUMN], errors="coerce").astype(np.float64)
+    mask = np.isfinite(y.to_numpy()) & np.isfinite(p.to_numpy())
+    return pd.DataFrame({LABEL_COLUMN: y[mask], PREDICTION_COLUMN: p[mask]})
+
+
+def validation_rows(reference: pd.DataFrame) -> pd.DataFrame:
+    validation = reference[reference[SPLIT_COLUMN] == VALIDATION]
+    return reference if validation.empty else validation  # no hold-out: all of it
+
+
+def _regression_performance(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    cfg: DriftConfig,
+    stats: ReferenceStats | None = None,
+) -> tuple[Performance, pd.DataFrame | None, pd.DataFrame | None]:
+    """A regressor's errors on every labelled row of the window vs the validation rows'; model
+    drift when MAE or RMSE rose by more than ``regression_tolerance`` of their reference value."""
+    labelled = numeric_labelled(current, FEEDBACK_COLUMN)
+    n = len(labelled)
+    base = Performance(
+        labelled_rows=n,
+        min_labelled_rows=cfg.min_labelled_rows,
+        tolerance=cfg.regression_tolerance,
+        task="regression",
+    )
+    if n < cfg.min_labelled_rows:
+        return base, None, None
+    cur = regression_quality(labelled[LABEL_COLUMN], labelled[PREDICTION_COLUMN])
+    validation = numeric_labelled(validation_rows(reference), LABEL_COLUMN)
+    if validation.empty:
+        return replace(base, current=cur), labelled, None
+    ref = (
+        regression_quality(validation[LABEL_COLUMN], validation[PREDICTION_COLUMN])
+        if stats is None or stats.quality is None
+        else stats.quality
+    )
+    dropped = any(cur[m] > ref[m] * (1 + cfg.regression_tolerance) for m in ERROR_METRICS)
+    return replace(base, current=cur, reference=ref, dropped=dropped), labelled, validation
 
 
 def _message(result: VersionResult, n_features: int) -> str:
@@ -271,11 +417,16 @@ def _message(result: VersionResult, n_features: int) -> str:
         acc, ref_acc = est.estimated["accuracy"], est.reference["accuracy"]
         word = "estimated model drift: " if est.dropped else ""
         parts.append(f"{word}estimated accuracy {acc:.3f} vs {ref_acc:.3f} without labels")
+    unseen = [f"{name} {u.share:.1%}" for name, u in result.unseen.items() if u.rows]
+    if unseen:
+        parts.append("unseen categories: " + ", ".join(unseen))
     perf = result.performance
     if perf is not None and perf.current is not None and perf.reference is not None:
-        acc, ref_acc = perf.current["accuracy"], perf.reference["accuracy"]
         word = "model drift: " if perf.dropped else ""
-        parts.append(f"{word}accuracy {acc:.3f} vs {ref_acc:.3f} on {perf.labelled_rows} labels")
+        metric = "mae" if perf.task == "regression" else "accuracy"
+        now, ref = perf.current[metric], perf.reference[metric]
+        label = metric.upper() if metric == "mae" else metric
+        parts.append(f"{word}{label} {now:.3f} vs {ref:.3f} on {perf.labelled_rows} labels")
     return "; ".join(parts)
 
 

@@ -23,6 +23,7 @@ COLUMNS = (
     "weighted_share",
     "estimated_accuracy",
     "realized_accuracy",
+    "realized_mae",
     "live",
 )
 

@@ -1,5 +1,6 @@
-"""drift.html: Evidently reports (DataDriftPreset, ValueDrift, ClassificationPreset) per version,
-combined into one page and written with Evidently's ``Snapshot.save_html``."""
+"""drift.html: Evidently reports (DataDriftPreset, ValueDrift, ClassificationPreset or
+RegressionPreset) per version, combined into one page and written with Evidently's
+``Snapshot.save_html``."""
 
 from __future__ import annotations
 
@@ -7,52 +8,80 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from evidently import (
     BinaryClassification,
     DataDefinition,
     Dataset,
     MulticlassClassification,
+    Regression,
     Report,
 )
 from evidently.core.report import Snapshot
 from evidently.legacy.renderers.html_widgets import CounterData, counter, header_text
 from evidently.metrics import ValueDrift
-from evidently.presets import ClassificationPreset, DataDriftPreset
+from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
 
-from model_store.registration import LABEL_COLUMN, PREDICTION_COLUMN, proba_column
+from model_store.log_columns import LABEL_COLUMN, PREDICTION_COLUMN, proba_column
 from monitoring.drift.result import DriftReport, Evidence, VersionResult
 
 
 def drift_snapshot(evidence: Evidence) -> Snapshot:
-    """Data drift of the features and drift of the watched probability, as Evidently shows it."""
-    columns = [*evidence.features, evidence.prediction_column]
-    definition = DataDefinition(numerical_columns=columns)
-    report = Report(
-        [
-            DataDriftPreset(
-                columns=evidence.features,
-                method=evidence.method,
-                threshold=evidence.threshold,
-                drift_share=evidence.drift_share,
-            ),
+    """Data drift of the features and drift of the watched prediction, as Evidently shows it:
+    the column mapping says which columns are categorical, and each column gets the method and
+    threshold drift.json used for it."""
+    features = evidence.features
+    columns = [*features, evidence.prediction_column]
+    categorical = [c for c in columns if c in evidence.categorical]
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c not in evidence.categorical],
+        categorical_columns=categorical,
+    )
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=features,
+            per_column_method={f: d.method for f, d in evidence.drift.items()},
+            per_column_threshold={f: d.threshold for f, d in evidence.drift.items()},
+            drift_share=evidence.drift_share,
+        )
+    ]
+    if evidence.prediction is not None:
+        metrics.append(
             ValueDrift(
                 column=evidence.prediction_column,
-                method=evidence.method,
-                threshold=evidence.threshold,
-            ),
-        ],
-        include_tests=True,
-    )
+                method=evidence.prediction.method,
+                threshold=evidence.prediction.threshold,
+            )
+        )
+    report = Report(metrics, include_tests=True)
     return report.run(
-        Dataset.from_pandas(evidence.current[columns], data_definition=definition),
-        Dataset.from_pandas(evidence.reference[columns], data_definition=definition),
+        Dataset.from_pandas(_typed(evidence.current[columns], categorical), definition),
+        Dataset.from_pandas(_typed(evidence.reference[columns], categorical), definition),
     )
 
 
-def classification_snapshot(evidence: Evidence) -> Snapshot | None:
+def _typed(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """Categories as text, as drift.json compared them (a null stays null)."""
+    if not categorical:
+        return frame
+    return frame.assign(
+        **{c: frame[c].map(lambda v: v if pd.isna(v) else str(v)) for c in categorical}
+    )
+
+
+def quality_snapshot(evidence: Evidence) -> Snapshot | None:
     """Quality on the labelled rows of the window vs the reference's validation rows."""
     if evidence.labelled is None or evidence.validation is None:
         return None
+    if evidence.task == "regression":
+        definition = DataDefinition(
+            numerical_columns=[LABEL_COLUMN, PREDICTION_COLUMN],
+            regression=[Regression(target=LABEL_COLUMN, prediction=PREDICTION_COLUMN)],
+        )
+        return Report([RegressionPreset()]).run(
+            Dataset.from_pandas(evidence.labelled, data_definition=definition),
+            Dataset.from_pandas(evidence.validation, data_definition=definition),
+        )
     names = evidence.class_names
     task: BinaryClassification | MulticlassClassification
     if len(names) == 2:
@@ -102,13 +131,14 @@ def _version_widgets(model: str, result: VersionResult) -> list[dict[str, Any]]:
     if result.evidence is None:
         return widgets
     sections = [("data and prediction drift", drift_snapshot(result.evidence))]
-    quality = classification_snapshot(result.evidence)
+    quality = quality_snapshot(result.evidence)
     if quality is not None:
         assert result.evidence.labelled is not None
         shown = len(result.evidence.labelled)
         of = result.performance.labelled_rows if result.performance else shown
         rows = f"{shown:,} labelled rows" + (f" (a sample of {of:,})" if of > shown else "")
-        sections.append((f"classification quality on {rows} vs validation", quality))
+        kind = "regression" if result.evidence.task == "regression" else "classification"
+        sections.append((f"{kind} quality on {rows} vs validation", quality))
     for title, snap in sections:
         dumped = snap.dump_dict()
         widgets.append(_widget(header_text(label=f"v{result.version}: {title}")))
@@ -146,6 +176,22 @@ def vigil_lines(result: VersionResult) -> list[str]:
         )
     elif e is not None and e.note:
         lines.append(f"no performance estimate: {e.note}")
+    for name, u in result.unseen.items():
+        if u.rows:
+            shown = ", ".join(f"{value!r}: {n}" for value, n in u.values.items())
+            lines.append(f"{name}: {u.share:.1%} of the values unseen in training ({shown})")
+    p = result.performance
+    if p is not None and p.task == "regression" and p.current is not None:
+        baseline = p.reference or {}
+        lines.append(
+            "regression quality on feedback: "
+            + ", ".join(
+                f"{m.upper()} {p.current[m]:.3f}"
+                + (f" (validation {baseline[m]:.3f})" if m in baseline else "")
+                for m in p.current
+            )
+            + (" → model drift" if p.dropped else "")
+        )
     if result.segments is not None:
         for seg in result.segments.segments:
             lines.append(

@@ -49,6 +49,8 @@ def _version_trend(v: VersionResult) -> dict[str, Any]:
         "estimated_f1_macro": _metric(None if est is None else est.estimated, "f1_macro"),
         "realized_accuracy": _metric(None if perf is None else perf.current, "accuracy"),
         "realized_f1_macro": _metric(None if perf is None else perf.current, "f1_macro"),
+        "realized_mae": _metric(None if perf is None else perf.current, "mae"),
+        "realized_rmse": _metric(None if perf is None else perf.current, "rmse"),
     }
 
 
@@ -62,7 +64,7 @@ def trend_fields(report: DriftReport) -> dict[str, Any]:
     (largest shares, lowest metrics) as drift.json does for ``drifted_share``."""
     per_version = [_version_trend(v) for v in report.versions]
     out: dict[str, Any] = {"version_trends": per_version}
-    for key in ("drifted_share", "weighted_share"):
+    for key in ("drifted_share", "weighted_share", "realized_mae"):
         out[key] = _worst([t[key] for t in per_version], max)
     for key in ("estimated_accuracy", "realized_accuracy"):
         out[key] = _worst([t[key] for t in per_version], min)

@@ -13,11 +13,11 @@ import evidently
 import pyarrow.compute as pc
 
 from model_store.errors import ModelNotFoundError, StoreError
-from model_store.registration import PREDICTION_COLUMN, proba_column
+from model_store.log_columns import PREDICTION_COLUMN, proba_column
 from model_store.store import ModelStore, check_model_name, write_atomic
 from monitoring.drift import push as pushgateway
 from monitoring.drift.config import DriftConfig
-from monitoring.drift.core import DriftInputError, analyse, prediction_column
+from monitoring.drift.core import DriftInputError, analyse, watched_columns
 from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
 from monitoring.drift.prefetch import prefetch
@@ -159,8 +159,7 @@ def _analyse_version(
 ) -> VersionResult:
     try:
         manifest = store.manifest(model, version)
-        classes = list(manifest.outputs.class_names)
-        ref = load_reference(store, model, version, classes, prediction_column(classes), cfg.seed)
+        ref = load_reference(store, model, version, watched_columns(manifest), cfg.seed)
         result = analyse(window, ref.frame, manifest, cfg, ref.stats)
         if cfg.segment_by and result.status is not Status.INSUFFICIENT_DATA:
             result.segments = analyse_segments(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
-from monitoring.drift.result import PERFORMANCE_METRICS, DriftReport, Status, VersionResult
+from monitoring.drift.result import DriftReport, Status, VersionResult
 
 JOB = "vigil_drift"
 
@@ -40,7 +40,12 @@ def drift_registry(report: DriftReport) -> CollectorRegistry:
     p_drift = gauge("vigil_drift_prediction_drift", "1 when the prediction drifted.", mv)
     p_score = gauge("vigil_drift_prediction_score", "Drift score of the prediction.", mv)
     model_drift = gauge("vigil_drift_model_drift", "1 when quality dropped.", mv)
-    perf = gauge("vigil_drift_performance", "Quality on labelled rows.", [*mv, "metric"])
+    perf = gauge(
+        "vigil_drift_performance",
+        "Quality on labelled rows: accuracy and f1_macro of classifiers, mae, rmse and r2 of "
+        "regressors.",
+        [*mv, "metric"],
+    )
     ref_perf = gauge(
         "vigil_drift_reference_performance", "Quality on validation rows.", [*mv, "metric"]
     )
@@ -49,6 +54,12 @@ def drift_registry(report: DriftReport) -> CollectorRegistry:
         "vigil_drift_weighted_share", "Importance-weighted share of drifted features.", mv
     )
     estimated = _EstimateGauges(gauge, mv)
+    unseen = gauge(
+        "vigil_drift_feature_unseen_share",
+        "Share of a categorical feature's values in the window that training never saw.",
+        f_labels,
+    )
+    distribution = _DistributionGauges(gauge, mv)
 
     for v in report.versions:
         ver = str(v.version)
@@ -66,14 +77,45 @@ def drift_registry(report: DriftReport) -> CollectorRegistry:
             f_drifted.labels(m, ver, feature).set(int(d.drifted))
         if v.prediction is not None:
             p_score.labels(m, ver).set(v.prediction.score)
+        for feature, u in v.unseen.items():
+            unseen.labels(m, ver, feature).set(u.share)
+        distribution.set(m, v)
         if v.performance is not None:
             labelled.labels(m, ver).set(v.performance.labelled_rows)
-            for metric in PERFORMANCE_METRICS:
-                if v.performance.current is not None:
-                    perf.labels(m, ver, metric).set(v.performance.current[metric])
-                if v.performance.reference is not None:
-                    ref_perf.labels(m, ver, metric).set(v.performance.reference[metric])
+            for metric, value in (v.performance.current or {}).items():
+                perf.labels(m, ver, metric).set(value)
+            for metric, value in (v.performance.reference or {}).items():
+                ref_perf.labels(m, ver, metric).set(value)
     return reg
+
+
+class _DistributionGauges:
+    """What the model answered in the window and on its reference: a regressor's quantiles of
+    the predicted value, a classifier's share of each class (labels bounded by the quantiles and
+    the model's classes)."""
+
+    def __init__(self, gauge: Callable[[str, str, list[str]], Gauge], mv: list[str]) -> None:
+        self.quantile = gauge(
+            "vigil_drift_prediction_quantile",
+            "Quantile of a regressor's predicted value, in the window (sample=current) and on the "
+            "reference (sample=reference).",
+            [*mv, "quantile", "sample"],
+        )
+        self.share = gauge(
+            "vigil_drift_prediction_class_share",
+            "Share of rows a classifier assigned to each class, in the window (sample=current) "
+            "and on the reference (sample=reference).",
+            [*mv, "class", "sample"],
+        )
+
+    def set(self, model: str, v: VersionResult) -> None:
+        d, ver = v.distribution, str(v.version)
+        if d is None:
+            return
+        target = self.quantile if d.kind == "quantiles" else self.share
+        for sample, values in (("current", d.current), ("reference", d.reference)):
+            for key, value in values.items():
+                target.labels(model, ver, key, sample).set(value)
 
 
 class _EstimateGauges:

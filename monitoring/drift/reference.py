@@ -3,10 +3,11 @@
 ``reference_stats.json`` (in the version's directory, next to ``reference.parquet``) holds what
 each run would otherwise recompute from the reference: which columns have a finite value, the
 validation rows' quality, and the CBPE calibration (isotonic step points and the reference's
-expected metrics). It is written at the first drift run of the version and read by the next.
-It names the sha256 of the reference it was computed from (and the classes and seed it depends
-on): a cache of another reference, or one that cannot be read, is recomputed and replaced, so it
-can be stale or missing but never give a different answer than no cache.
+expected metrics; one calibration per class of a multi-class classifier). It is written at the
+first drift run of the version and read by the next. It names the sha256 of the reference it was
+computed from (and the classes and seed it depends on): a cache of another reference, or one that
+cannot be read, is recomputed and replaced, so it can be stale or missing but never give a
+different answer than no cache.
 """
 
 from __future__ import annotations
@@ -23,13 +24,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model_store.registration import LABEL_COLUMN, PREDICTION_COLUMN, SPLIT_COLUMN
+from model_store.log_columns import LABEL_COLUMN, PREDICTION_COLUMN
 from model_store.store import ModelStore, write_atomic
 from monitoring.drift import cbpe
-from monitoring.drift.core import VALIDATION, DriftInputError, quality
+from monitoring.drift.columns import Watched
+from monitoring.drift.core import (
+    DriftInputError,
+    numeric_labelled,
+    quality,
+    regression_quality,
+    validation_rows,
+)
 
 STATS_FILE = "reference_stats.json"
-_FORMAT = 1
+_FORMAT = 2  # 2: multi-class calibrations (per_class); a format-1 cache is recomputed
 log = logging.getLogger(__name__)
 
 
@@ -41,14 +49,16 @@ class ReferenceStats:
     finite: frozenset[str]
     """Numeric columns with a finite value somewhere in the reference."""
     quality: dict[str, float] | None
-    """Accuracy and F1 of the labelled validation rows (None: none are labelled)."""
+    """Accuracy and F1 (classifiers) or MAE, RMSE and R² (regressors) of the labelled
+    validation rows (None: none are labelled)."""
     calibration: cbpe.Calibration | str
     """CBPE's calibration, or why there is none."""
 
     @classmethod
     def compute(
-        cls, reference: pd.DataFrame, sha256: str, class_names: list[str], pred_col: str, seed: int
+        cls, reference: pd.DataFrame, sha256: str, watched: Watched, seed: int
     ) -> ReferenceStats:
+        class_names = list(watched.class_names)
         finite = {
             name
             for name in reference.columns
@@ -60,8 +70,8 @@ class ReferenceStats:
             classes=tuple(class_names),
             seed=seed,
             finite=frozenset(finite),
-            quality=_validation_quality(reference, class_names),
-            calibration=cbpe.calibrate(reference, class_names, pred_col, seed),
+            quality=_validation_quality(reference, watched),
+            calibration=cbpe.calibrate(reference, class_names, watched.prediction, seed),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -70,11 +80,11 @@ class ReferenceStats:
         if isinstance(cal, str):
             calibration = cal
         else:
-            steps = cal.calibrator.isotonic
             calibration = {
-                "isotonic": None if steps is None else [steps[0].tolist(), steps[1].tolist()],
+                "isotonic": _steps(cal.calibrator),
                 "rows": cal.rows,
                 "reference": cal.reference,
+                "per_class": [_steps(c) for c in cal.per_class],
             }
         return {
             "format": _FORMAT,
@@ -97,17 +107,11 @@ class ReferenceStats:
         if isinstance(raw, str):
             calibration = raw
         else:
-            steps = raw["isotonic"]
-            isotonic = None
-            if steps is not None:
-                x, y = (np.asarray(s, np.float64) for s in steps)
-                if x.shape != y.shape or x.ndim != 1:
-                    raise ValueError("isotonic step points are not two arrays of one length")
-                isotonic = (x, y)
             calibration = cbpe.Calibration(
-                cbpe.Calibrator(isotonic),
+                _calibrator(raw["isotonic"]),
                 int(raw["rows"]),
                 {str(k): float(v) for k, v in raw["reference"].items()},
+                tuple(_calibrator(steps) for steps in raw["per_class"]),
             )
         quality = data["quality"]
         return cls(
@@ -120,25 +124,42 @@ class ReferenceStats:
         )
 
 
+def _steps(calibrator: cbpe.Calibrator) -> list[list[float]] | None:
+    steps = calibrator.isotonic
+    return None if steps is None else [steps[0].tolist(), steps[1].tolist()]
+
+
+def _calibrator(steps: Any) -> cbpe.Calibrator:
+    if steps is None:
+        return cbpe.Calibrator(None)
+    x, y = (np.asarray(s, np.float64) for s in steps)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("isotonic step points are not two arrays of one length")
+    return cbpe.Calibrator((x, y))
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
     frame: pd.DataFrame
     stats: ReferenceStats
 
 
-def _validation_quality(reference: pd.DataFrame, class_names: list[str]) -> dict[str, float] | None:
+def _validation_quality(reference: pd.DataFrame, watched: Watched) -> dict[str, float] | None:
     # the same rows as core._performance compares the window's labels with
-    validation = reference[reference[SPLIT_COLUMN] == VALIDATION]
-    if validation.empty:
-        validation = reference
-    validation = validation[validation[LABEL_COLUMN].isin(class_names)]
+    validation = validation_rows(reference)
+    if watched.regression:
+        rows = numeric_labelled(validation, LABEL_COLUMN)
+        if rows.empty:
+            return None
+        return regression_quality(rows[LABEL_COLUMN], rows[PREDICTION_COLUMN])
+    validation = validation[validation[LABEL_COLUMN].isin(watched.class_names)]
     if validation.empty:
         return None
     return quality(validation[LABEL_COLUMN], validation[PREDICTION_COLUMN])
 
 
 def load_reference(
-    store: ModelStore, model: str, version: int, class_names: list[str], pred_col: str, seed: int
+    store: ModelStore, model: str, version: int, watched: Watched, seed: int
 ) -> Reference:
     """The reference sample of ``model`` ``version`` and its statistics, from the cache beside
     it when that was computed from these very bytes, else computed and cached."""
@@ -155,9 +176,9 @@ def load_reference(
         raise DriftInputError(f"reference sample {path} is unreadable: {exc}") from exc
     sha256 = hashlib.sha256(data).hexdigest()
     cache = path.parent / STATS_FILE
-    stats = _cached(cache, sha256, class_names, seed)
+    stats = _cached(cache, sha256, list(watched.class_names), seed)
     if stats is None:
-        stats = ReferenceStats.compute(frame, sha256, class_names, pred_col, seed)
+        stats = ReferenceStats.compute(frame, sha256, watched, seed)
         _store(cache, stats)
     return Reference(frame, stats)
 

@@ -42,6 +42,10 @@ def _num(value: float | None) -> float | None:
     return float(value)
 
 
+def _metrics(values: dict[str, float] | None) -> dict[str, float | None] | None:
+    return None if values is None else {k: _num(v) for k, v in values.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnDrift:
     score: float
@@ -55,6 +59,41 @@ class ColumnDrift:
             "method": self.method,
             "threshold": self.threshold,
             "drifted": self.drifted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Unseen:
+    """Values of a categorical feature in the window that training never saw."""
+
+    share: float
+    """Of the window's sampled rows with a value."""
+    rows: int
+    values: dict[str, int]
+    """The most frequent unseen values and their counts (at most five, cut to 64 characters)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"share": _num(self.share), "rows": self.rows, "values": self.values}
+
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionDistribution:
+    """What the model answered, in the window and on the reference: a regressor's quantiles of
+    the predicted value (keys ``0.05`` … ``0.95``), a classifier's share of each predicted class."""
+
+    kind: str
+    """``quantiles`` or ``class_shares``."""
+    current: dict[str, float]
+    reference: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "current": {k: _num(v) for k, v in self.current.items()},
+            "reference": {k: _num(v) for k, v in self.reference.items()},
         }
 
 
@@ -169,10 +208,14 @@ class Performance:
     labelled_rows: int
     min_labelled_rows: int
     tolerance: float
+    """Classifiers: the largest allowed drop of accuracy or F1; regressors: the largest
+    allowed relative rise of MAE or RMSE."""
     current: dict[str, float] | None = None
+    """Classifiers: accuracy and f1_macro; regressors: mae, rmse and r2."""
     reference: dict[str, float] | None = None
     dropped: bool | None = None
     """None when there were too few labels to judge."""
+    task: str = "classification"
 
     @property
     def evaluated(self) -> bool:
@@ -181,11 +224,12 @@ class Performance:
     def to_dict(self) -> dict[str, Any]:
         return {
             "evaluated": self.evaluated,
+            "task": self.task,
             "labelled_rows": self.labelled_rows,
             "min_labelled_rows": self.min_labelled_rows,
             "tolerance": self.tolerance,
-            "current": self.current,
-            "reference": self.reference,
+            "current": _metrics(self.current),
+            "reference": _metrics(self.reference),
             "dropped": self.dropped,
         }
 
@@ -243,14 +287,21 @@ class Evidence:
 
     current: pd.DataFrame
     reference: pd.DataFrame
-    features: list[str]
+    drift: dict[str, ColumnDrift]
+    """Per feature: the method and threshold drift.html repeats."""
+    categorical: list[str]
+    """The features (and the prediction column, when it is a class) tested as categories."""
     prediction_column: str
-    method: str
-    threshold: float
+    prediction: ColumnDrift | None
     drift_share: float
     labelled: pd.DataFrame | None = None
     validation: pd.DataFrame | None = None
     class_names: list[str] = field(default_factory=list)
+    task: str = "classification"
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.drift)
 
 
 @dataclass(slots=True)
@@ -266,8 +317,11 @@ class VersionResult:
     drifted_features: list[str] = field(default_factory=list)
     features: dict[str, ColumnDrift] = field(default_factory=dict)
     skipped_features: dict[str, str] = field(default_factory=dict)
+    unseen: dict[str, Unseen] = field(default_factory=dict)
+    """Per categorical feature compared: its values not seen in training."""
     prediction_column: str | None = None
     prediction: ColumnDrift | None = None
+    distribution: PredictionDistribution | None = None
     performance: Performance | None = None
     verdict: DatasetVerdict | None = None
     estimate: Estimate | None = None
@@ -298,9 +352,13 @@ class VersionResult:
             else [r.to_dict() for r in self.verdict.ranking],
             "features": {name: self._feature(name, d) for name, d in self.features.items()},
             "skipped_features": self.skipped_features,
+            "unseen_categories": {name: u.to_dict() for name, u in self.unseen.items()},
             "prediction": None
             if self.prediction is None
             else {"column": self.prediction_column, **self.prediction.to_dict()},
+            "prediction_distribution": None
+            if self.distribution is None
+            else self.distribution.to_dict(),
             "performance": None if self.performance is None else self.performance.to_dict(),
             "estimated_performance": None if self.estimate is None else self.estimate.to_dict(),
             "segments": None if self.segments is None else self.segments.to_dict(),

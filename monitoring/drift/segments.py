@@ -2,7 +2,8 @@
 
 A whole-window verdict can hide a segment that drifts on its own (one region, one client). KEY
 is a metadata key sent with the requests (logged as the ``metadata`` JSON column) or a
-categorical feature of the manifest (one with ``categories``). Each segment value with at least
+categorical feature of the manifest (a string feature of kind ``categorical``, or a numeric one
+with allowed ``categories``). Each segment value with at least
 ``segment_min_rows`` rows is analysed like a window of its own; smaller ones are reported as
 ``insufficient_data``, not hidden. The version's own flags stay those of the whole window.
 """
@@ -54,6 +55,8 @@ def segment_labels(current: pd.DataFrame, manifest: Manifest, key: str) -> pd.Se
             )
         if key not in current.columns:
             raise SegmentKeyError(f"feature {key!r} is not in the logged window (PII policy?)")
+        if spec.kind == "categorical":
+            return current[key].map(lambda v: MISSING if pd.isna(v) else str(v))
         return current[key].map(lambda v: MISSING if pd.isna(v) else f"{v:g}")
     if METADATA_COLUMN in current.columns:
         # one parse per distinct metadata string, not per row
@@ -85,7 +88,7 @@ def analyse_segments(
     results: list[SegmentResult] = []
     for value, rows in labels.value_counts(sort=True).items():
         part = current[labels == value]
-        result = analyse(part, reference, manifest, seg_cfg, stats)
+        result = analyse(part, reference, manifest, seg_cfg, stats, segment_key=key)
         result.evidence = None  # the HTML report shows the whole window only
         results.append(_summary(str(value), int(rows), result))
     results.sort(key=_worst_first)

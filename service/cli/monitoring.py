@@ -19,6 +19,7 @@ from service.settings import DriftRule, Settings
 if TYPE_CHECKING:
     from monitoring.drift.config import DriftConfig
     from monitoring.drift.result import DriftReport
+    from monitoring.simulate import Shift
 
 drift_app = typer.Typer(
     no_args_is_help=True, help="Data, prediction and model drift of logged traffic (Evidently)."
@@ -122,13 +123,13 @@ def _print_segments(report: DriftReport) -> None:
             "status",
             "weighted",
             "est. acc",
-            "real acc",
+            "real acc/MAE",
             "drifted features",
             title=f"v{v.version} by {seg.key} (≥ {seg.min_rows} rows analysed)",
         )
         for s in seg.segments:
-            est = None if s.estimated is None else s.estimated["accuracy"]
-            real = None if s.realized is None else s.realized["accuracy"]
+            est = None if s.estimated is None else s.estimated.get("accuracy")
+            real = None if s.realized is None else s.realized.get("accuracy", s.realized.get("mae"))
             table.add_row(
                 s.value,
                 str(s.rows),
@@ -314,6 +315,7 @@ def _history_table(model: str, rows: list[dict[str, object]]) -> None:
         "weighted",
         "est. acc",
         "real acc",
+        "real MAE",
         title=f"drift history of {model}",
     )
     for r in rows:
@@ -329,6 +331,7 @@ def _history_table(model: str, rows: list[dict[str, object]]) -> None:
             _fmt(r["weighted_share"]),
             _fmt(r["estimated_accuracy"]),
             _fmt(r["realized_accuracy"]),
+            _fmt(r.get("realized_mae")),
         )
     Console(width=200).print(table)
 
@@ -337,16 +340,25 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _drift_pairs(values: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _drift_pairs(values: list[str]) -> dict[str, Shift]:
+    """FEATURE=SHIFT (a numeric feature, in standard deviations) or FEATURE=CATEGORY:SHARE (a
+    categorical feature's mix: CATEGORY then holds SHARE of the rows)."""
+    from monitoring.simulate import CategoryShift
+
+    out: dict[str, Shift] = {}
     for value in values:
         feature, sep, shift = value.partition("=")
+        category, colon, share = shift.rpartition(":")
         try:
-            out[feature.strip()] = float(shift)
+            out[feature.strip()] = (
+                CategoryShift(category, float(share)) if colon and category else float(shift)
+            )
         except ValueError:
             sep = ""
         if not sep or not feature.strip():
-            raise typer.BadParameter(f"{value!r} is not FEATURE=SHIFT", param_hint="--drift")
+            raise typer.BadParameter(
+                f"{value!r} is not FEATURE=SHIFT or FEATURE=CATEGORY:SHARE", param_hint="--drift"
+            )
     return out
 
 
@@ -368,10 +380,19 @@ def simulate(
     ),
     drift: Annotated[
         list[str] | None,
-        typer.Option(help="FEATURE=SHIFT: shift a feature by SHIFT standard deviations."),
+        typer.Option(
+            help="FEATURE=SHIFT: shift a numeric feature by SHIFT standard deviations; "
+            "FEATURE=CATEGORY:SHARE: make CATEGORY SHARE of a categorical feature's values "
+            "(a category never seen in training too). Repeatable."
+        ),
     ] = None,
     label_noise: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of feedback labels flipped.")
+        float,
+        typer.Option(
+            min=0.0,
+            help="Classifiers: share of feedback labels flipped (0 to 1). Regressors: "
+            "standard deviation of Gaussian noise added to the targets, in target SDs.",
+        ),
     ] = 0.0,
     feedback: Annotated[bool, typer.Option(help="Post the true labels to /v1/feedback.")] = False,
     batch: Annotated[int, typer.Option(min=1, help="Rows per request.")] = 10,
@@ -381,7 +402,8 @@ def simulate(
         typer.Option(help="KEY=VALUE sent as request metadata (repeatable), e.g. region=eu."),
     ] = None,
 ) -> None:
-    """Send realistic traffic drawn from the demo data to a running Vigil."""
+    """Send realistic traffic drawn from the demo data of MODEL (a demo model) to a running
+    Vigil."""
     from monitoring.simulate import SimulationError, run_simulation
 
     if label_noise and not feedback:
