@@ -43,21 +43,24 @@ def text_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     start, length = offsets[:-1], np.diff(offsets)
     with np.errstate(over="ignore"):  # wrapping arithmetic is the point of a hash
         h = _mix(length.astype(np.uint64) * _GOLDEN + np.uint64(1))
-        end = int(offsets[-1]) if n else 0
-        if data is None or not end:
+        first, end = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+        if data is None or end == first:
             return h
-        padded = np.zeros(end + 8, np.uint8)
-        padded[:end] = np.frombuffer(data, np.uint8, end)
+        padded = np.zeros(end - first + 8, np.uint8)  # a slice's bytes only
+        padded[: end - first] = np.frombuffer(data, np.uint8, end - first, first)
+        start = start - first
         # the 8 bytes from each position, little-endian (unaligned views of one buffer)
-        words = np.ndarray((end + 1,), "<u8", padded, 0, (1,))
+        words = np.ndarray((end - first + 1,), "<u8", padded, 0, (1,))
+        shortest = int(length.min())
         for k in range(0, int(length.max()), 8):
-            word = words[np.minimum(start + k, end)]
-            rest = length - k
-            short = rest < 8  # the string ends in this word (or before): drop what follows
+            # only the strings not yet ended: a hash must not depend on its neighbours' lengths
+            at = slice(None) if k < shortest else np.flatnonzero(length > k)
+            rest = length[at] - k
+            word = words[start[at] + k]
+            short = rest < 8  # the string ends in this word: drop the bytes that follow
             if short.any():
-                bits = np.clip(rest[short], 0, 7).astype(np.uint64) * np.uint64(8)
-                word[short] &= (np.uint64(1) << bits) - np.uint64(1)
-            h = _mix(h ^ word) + np.uint64(k)
+                word[short] &= (np.uint64(1) << (rest[short].astype(np.uint64) * 8)) - 1
+            h[at] = _mix(h[at] ^ word) + np.uint64(k)
     return h
 
 
