@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,6 +167,29 @@ def test_a_one_day_read_lists_only_that_model_version_and_day(
         f"predictions/model={MODEL}/version=1",
         f"predictions/model={MODEL}/version=1/date=2026-01-11",
     ]
+
+
+def test_a_read_gets_each_object_twice_and_never_heads_it(
+    s3_env: dict[str, str], home: Path, tmp_path: Path, moto_server: MotoServer
+) -> None:
+    # Each request is a round trip to the store: the footer once (for the window's schema and
+    # kept for the scan), the data once; the listing's sizes spare the HEAD an open by path costs.
+    settings = _settings(home, s3_env)
+    store = open_s3_store(settings)
+    for s, frames in enumerate(_segments(tmp_path, 3)):
+        store.deliver(frames, f"seg-{s}")
+    before = len(moto_server.log_path.read_bytes().splitlines())
+    assert len(read_predictions(settings, MODEL, with_labels=False)) == 18
+    bucket = s3_env["VIGIL_LOG_STORE"].removeprefix("s3://").split("/")[0]
+    requests: dict[tuple[str, str], int] = {}
+    for line in moto_server.log_path.read_text().splitlines()[before:]:
+        hit = re.search(r"(GET|HEAD) /" + bucket + r"/(\S*/predictions/\S*\.parquet) ", line)
+        if hit:
+            requests[hit[1], hit[2]] = requests.get((hit[1], hit[2]), 0) + 1
+    objects = {path for _, path in requests}
+    assert len(objects) == 3
+    assert {requests.get(("GET", p)) for p in objects} == {2}
+    assert not any(method == "HEAD" for method, _ in requests)
 
 
 def test_unknown_bucket_or_unreachable_endpoint_is_a_clear_error_without_credentials(
