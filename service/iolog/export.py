@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from service.iolog.readahead import WriteBehind
 from service.iolog.reader import LABEL, PredictionStream
 from service.iolog.schema import parquet_options
 
@@ -52,7 +53,9 @@ def write_export(
     """The bytes of an export (``suffix`` .parquet or .csv) written to ``sink`` as they are made:
     a file for ``vigil logs export``, an HTTP response for the console's download."""
     rows = labelled = 0
-    with _writer(suffix, sink, stream.schema) as write:
+    # The output is encoded (zstd) in a thread of its own while the next batch is read and
+    # keyed: pyarrow does both without the GIL.
+    with _writer(suffix, sink, stream.schema) as w, WriteBehind(w) as write:
         for batch in stream:
             write(batch)
             rows += batch.num_rows
