@@ -42,7 +42,7 @@ from service.iolog.schema import (
 )
 
 _FOOTER_THREADS = 8  # footers fetched at once from an object store
-_FOOTERS_KEPT = 1_000  # files whose footer (tens of KB in memory) is kept from listing to scan
+_FOOTERS_KEPT = 128  # files whose footer (~115 KB in memory each) is kept from listing to scan
 _PARQUET = ds.ParquetFileFormat()
 
 
@@ -259,8 +259,9 @@ class ParquetStore:
 
     def _footers(self, files: list[_File]) -> tuple[list[pa.Schema], list[ds.Fragment | None]]:
         """Each file's schema, from footers fetched a few at a time (on an object store each is
-        a round trip); the first ``_FOOTERS_KEPT`` files keep theirs for the scan, which then
-        costs one request a file, where opening by path cost a HEAD, the footer and the data."""
+        a round trip). The first ``_FOOTERS_KEPT`` files keep theirs for the scan, which then
+        costs one request (the data) where opening by path cost two HEADs, the footer and the
+        data; later files fetch their footer again (memory stays bounded in a long window)."""
 
         def footer(i: int) -> tuple[pa.Schema, ds.Fragment | None]:
             fragment = files[i].fragment(self.fs)
