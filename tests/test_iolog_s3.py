@@ -29,7 +29,13 @@ from service.iolog.compaction import CompactionBusy, Lease, compact
 from service.iolog.frames import encode_feedback, encode_rejected
 from service.iolog.manifests import MANIFEST_PREFIX, resolve
 from service.iolog.parquet_store import ParquetStore
-from service.iolog.reader import read_feedback, read_predictions, read_rejected
+from service.iolog.reader import (
+    CorruptLogFile,
+    open_predictions,
+    read_feedback,
+    read_predictions,
+    read_rejected,
+)
 from service.iolog.record import RejectedRecord
 from service.iolog.s3_store import S3Store, open_s3_store
 from service.iolog.store import open_store
@@ -190,6 +196,20 @@ def test_a_read_gets_each_object_twice_and_never_heads_it(
     assert len(objects) == 3
     assert {requests.get(("GET", p)) for p in objects} == {2}
     assert not any(method == "HEAD" for method, _ in requests)
+
+
+def test_a_file_deleted_after_the_listing_is_named_with_the_reason(
+    s3_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    settings = _settings(home, s3_env)
+    store = open_s3_store(settings)
+    for s, frames in enumerate(_segments(tmp_path, 2)):
+        store.deliver(frames, f"seg-{s}")
+    stream = open_predictions(settings, MODEL, with_labels=False)  # listed, footers read
+    (gone,) = [k for k in _keys(store) if k.endswith("part-seg-1.parquet")]
+    store.fs.delete_file(store.path(gone))
+    with pytest.raises(CorruptLogFile, match=r"part-seg-1\.parquet.*merged and deleted"):
+        list(stream)
 
 
 def test_unknown_bucket_or_unreachable_endpoint_is_a_clear_error_without_credentials(

@@ -44,6 +44,7 @@ from service.iolog.schema import (
 _FOOTER_THREADS = 8  # footers fetched at once from an object store
 _FOOTERS_KEPT = 128  # files whose footer (~115 KB in memory each) is kept from listing to scan
 _PARQUET = ds.ParquetFileFormat()
+_GONE = ("NO_SUCH_KEY", "RESOURCE_NOT_FOUND")  # the AWS SDK's words for a 404 on GetObject
 
 
 class CorruptLogFile(Exception):
@@ -315,7 +316,9 @@ class ParquetStore:
 
 
 def _hint(exc: Exception) -> str:
-    if isinstance(exc, FileNotFoundError):  # listed, then deleted by a compaction's cleanup
+    # Listed, then deleted by a compaction's cleanup: the local disk says so with
+    # FileNotFoundError, S3 in an OSError's text (the object was opened for its footer before).
+    if isinstance(exc, FileNotFoundError) or any(c in str(exc) for c in _GONE):
         return " (merged and deleted by `vigil logs compact` after this read listed it: read again)"
     return ""
 
