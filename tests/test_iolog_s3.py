@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -367,7 +368,7 @@ def test_compaction_under_delivery_and_reading_never_loses_or_doubles_a_row(
         while not stop.is_set():
             compact(store, timedelta(0), target_bytes=1_000_000, grace=timedelta(seconds=2))
 
-    def guarded(fn):  # type: ignore[no-untyped-def]
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
                 fn()
