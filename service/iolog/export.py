@@ -38,7 +38,9 @@ def export(stream: PredictionStream, out: Path, progress: Progress | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with tmp.open("wb") as sink:
+        # Arrow's own file, not a Python one: pages are written without taking the GIL (from the
+        # write-behind thread, while the main one keys the next batch).
+        with pa.OSFile(str(tmp), "wb") as sink:
             done = write_export(stream, sink, out.suffix, progress)
         os.replace(tmp, out)
     finally:
