@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from service.iolog.labels import SeenKeys, key_hashes, latest_labels
+from service.iolog.labels import SeenKeys, key_hashes, latest_labels, text_hashes
 from service.iolog.schema import FEEDBACK_SCHEMA
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -63,3 +63,25 @@ def test_seen_keys_agree_with_a_set_over_many_batches() -> None:
             expected.append(h not in reference)
             reference.add(h)
         assert seen.fresh(hashes).tolist() == expected
+
+
+def test_text_hashes_depend_on_the_text_only() -> None:
+    # Lengths around the 8-byte words, prefixes, a NUL, non-ASCII: all distinct.
+    texts = ["", "a", "a\x00", "ab", "abcdefg", "abcdefgh", "abcdefghi", "abcdefgh\x00"]
+    texts += ["é", "e\u0301", "x" * 127, "x" * 128, "w0-1", "w0-10", "w1-0"]
+    hashes = text_hashes(pa.array(texts)).tolist()
+    assert len(set(hashes)) == len(texts)
+    # The same text hashes the same in a slice, a chunked column and a large_string array.
+    assert text_hashes(pa.array(texts).slice(3, 4)).tolist() == hashes[3:7]
+    chunked = pa.chunked_array([pa.array(texts[:5]), pa.array(texts[5:])])
+    assert text_hashes(chunked).tolist() == hashes
+    assert text_hashes(pa.array(texts, pa.large_string())).tolist() == hashes
+    assert text_hashes(pa.array([], pa.string())).tolist() == []
+
+
+def test_row_keys_of_many_random_ids_do_not_collide() -> None:
+    rng = np.random.default_rng(3)
+    ids = [f"{rng.integers(0, 10**12):x}-{i % 7}" for i in range(50_000)]
+    keys = pa.table({"request_id": ids, "row": pa.array(rng.integers(0, 4, len(ids)), pa.int32())})
+    distinct = len(set(zip(ids, keys.column("row").to_pylist(), strict=True)))
+    assert np.unique(key_hashes(keys)).size == distinct

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from monitoring.drift.job import run_drift
 from monitoring.drift.window import Sampler
 from service.cli.main import app as cli
+from service.iolog import parquet_store
 from service.iolog.frames import Frame, Schema, encode_feedback, encode_prediction, read_frames
 from service.iolog.parquet_store import ParquetStore
 from service.iolog.postgres_store import PostgresStore
@@ -170,6 +171,21 @@ def test_a_window_of_one_model_and_day_opens_no_other_partition(
                              env=env)  # fmt: skip
     assert res.exit_code == 1 and "part-broken.parquet" in res.output.replace("\n", "")
     assert not out.exists() and not list(settings.data_dir.glob(".week*"))  # no partial file
+
+
+def test_a_window_of_more_files_than_footers_kept_reads_every_file_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Footers read for the window's schema are kept for the first files only (memory): the
+    # files after them are opened again, and all come in file order.
+    store = ParquetStore(Path(settings.log_store_url))
+    n = parquet_store._FOOTERS_KEPT + 3
+    for i in range(n):
+        blob = _record(f"r{i:04d}", 1, DAY1 + i, ("f_a",), rows=1)
+        store.deliver(_write_segment(tmp_path / "segments", [blob]), f"seg-{i:04d}")
+    stream = open_predictions(settings, MODEL, 1, with_labels=False)
+    ids = [i for b in stream for i in b.column("request_id").to_pylist()]
+    assert ids == [f"r{i:04d}" for i in range(n)]
 
 
 def test_drift_sample_is_bounded_and_does_not_depend_on_batching() -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +30,13 @@ from service.iolog.compaction import CompactionBusy, Lease, compact
 from service.iolog.frames import encode_feedback, encode_rejected
 from service.iolog.manifests import MANIFEST_PREFIX, resolve
 from service.iolog.parquet_store import ParquetStore
-from service.iolog.reader import read_feedback, read_predictions, read_rejected
+from service.iolog.reader import (
+    CorruptLogFile,
+    open_predictions,
+    read_feedback,
+    read_predictions,
+    read_rejected,
+)
 from service.iolog.record import RejectedRecord
 from service.iolog.s3_store import S3Store, open_s3_store
 from service.iolog.store import open_store
@@ -166,6 +174,43 @@ def test_a_one_day_read_lists_only_that_model_version_and_day(
         f"predictions/model={MODEL}/version=1",
         f"predictions/model={MODEL}/version=1/date=2026-01-11",
     ]
+
+
+def test_a_read_gets_each_object_twice_and_never_heads_it(
+    s3_env: dict[str, str], home: Path, tmp_path: Path, moto_server: MotoServer
+) -> None:
+    # Each request is a round trip to the store: the footer once (for the window's schema and
+    # kept for the scan), the data once; the listing's sizes spare the HEAD an open by path costs.
+    settings = _settings(home, s3_env)
+    store = open_s3_store(settings)
+    for s, frames in enumerate(_segments(tmp_path, 3)):
+        store.deliver(frames, f"seg-{s}")
+    before = len(moto_server.log_path.read_bytes().splitlines())
+    assert len(read_predictions(settings, MODEL, with_labels=False)) == 18
+    bucket = s3_env["VIGIL_LOG_STORE"].removeprefix("s3://").split("/")[0]
+    requests: dict[tuple[str, str], int] = {}
+    for line in moto_server.log_path.read_text().splitlines()[before:]:
+        hit = re.search(r"(GET|HEAD) /" + bucket + r"/(\S*/predictions/\S*\.parquet) ", line)
+        if hit:
+            requests[hit[1], hit[2]] = requests.get((hit[1], hit[2]), 0) + 1
+    objects = {path for _, path in requests}
+    assert len(objects) == 3
+    assert {requests.get(("GET", p)) for p in objects} == {2}
+    assert not any(method == "HEAD" for method, _ in requests)
+
+
+def test_a_file_deleted_after_the_listing_is_named_with_the_reason(
+    s3_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    settings = _settings(home, s3_env)
+    store = open_s3_store(settings)
+    for s, frames in enumerate(_segments(tmp_path, 2)):
+        store.deliver(frames, f"seg-{s}")
+    stream = open_predictions(settings, MODEL, with_labels=False)  # listed, footers read
+    (gone,) = [k for k in _keys(store) if k.endswith("part-seg-1.parquet")]
+    store.fs.delete_file(store.path(gone))
+    with pytest.raises(CorruptLogFile, match=r"part-seg-1\.parquet.*merged and deleted"):
+        list(stream)
 
 
 def test_unknown_bucket_or_unreachable_endpoint_is_a_clear_error_without_credentials(
@@ -323,7 +368,7 @@ def test_compaction_under_delivery_and_reading_never_loses_or_doubles_a_row(
         while not stop.is_set():
             compact(store, timedelta(0), target_bytes=1_000_000, grace=timedelta(seconds=2))
 
-    def guarded(fn):  # type: ignore[no-untyped-def]
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
                 fn()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,9 @@ def export(
     from service.iolog.export import SUFFIXES, export
     from service.iolog.reader import CorruptLogFile, open_predictions
 
+    # The ~90 k objects the imports made live as long as the process: out of the collector's
+    # sight they cost no full collection, at exit either (~0.2 s of CPU of a 1 M-row export).
+    gc.freeze()
     if out.suffix not in SUFFIXES:
         console.print("[red]error:[/] --out must end in .parquet or .csv")
         raise typer.Exit(1)

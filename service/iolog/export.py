@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from service.iolog.readahead import WriteBehind
 from service.iolog.reader import LABEL, PredictionStream
 from service.iolog.schema import parquet_options
 
@@ -37,7 +38,9 @@ def export(stream: PredictionStream, out: Path, progress: Progress | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with tmp.open("wb") as sink:
+        # Arrow's own file, not a Python one: pages are written without taking the GIL (from the
+        # write-behind thread, while the main one keys the next batch).
+        with pa.OSFile(str(tmp), "wb") as sink:
             done = write_export(stream, sink, out.suffix, progress)
         os.replace(tmp, out)
     finally:
@@ -52,7 +55,9 @@ def write_export(
     """The bytes of an export (``suffix`` .parquet or .csv) written to ``sink`` as they are made:
     a file for ``vigil logs export``, an HTTP response for the console's download."""
     rows = labelled = 0
-    with _writer(suffix, sink, stream.schema) as write:
+    # The output is encoded (zstd) in a thread of its own while the next batch is read and
+    # keyed: pyarrow does both without the GIL.
+    with _writer(suffix, sink, stream.schema) as w, WriteBehind(w) as write:
         for batch in stream:
             write(batch)
             rows += batch.num_rows

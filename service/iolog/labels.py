@@ -10,40 +10,86 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _COMPACT_EVERY = 1_000_000  # labels gathered before duplicates are folded away
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, in place: every input bit flips about half the output's."""
+    h ^= h >> np.uint64(33)
+    h *= _M1
+    h ^= h >> np.uint64(33)
+    h *= _M2
+    h ^= h >> np.uint64(33)
+    return h
+
+
+def text_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """One uint64 per string of ``column``, read from its Arrow buffers eight bytes at a time:
+    no Python string is made (pandas' ``hash_array`` needed them all, and its import). A null
+    hashes as the empty string. Not a defence against chosen collisions: none is needed, since a
+    client who can pick a request id can as well send one already used (``X-Request-ID``)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_large_string(column.type):
+        column = column.cast(pa.large_string())  # one offset width below; a no-op for ids
+    n = len(column)
+    _validity, offset_buf, data = column.buffers()
+    offsets = np.frombuffer(offset_buf, np.int64, n + 1, column.offset * 8)
+    start, length = offsets[:-1], np.diff(offsets)
+    with np.errstate(over="ignore"):  # wrapping arithmetic is the point of a hash
+        h = _mix(length.astype(np.uint64) * _GOLDEN + np.uint64(1))
+        first, end = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+        if data is None or end == first:
+            return h
+        padded = np.zeros(end - first + 8, np.uint8)  # a slice's bytes only
+        padded[: end - first] = np.frombuffer(data, np.uint8, end - first, first)
+        start = start - first
+        # the 8 bytes from each position, little-endian (unaligned views of one buffer)
+        words = np.ndarray((end - first + 1,), "<u8", padded, 0, (1,))
+        shortest = int(length.min())
+        for k in range(0, int(length.max()), 8):
+            # only the strings not yet ended: a hash must not depend on its neighbours' lengths
+            at = slice(None) if k < shortest else np.flatnonzero(length > k)
+            rest = length[at] - k
+            word = words[start[at] + k]
+            short = rest < 8  # the string ends in this word: drop the bytes that follow
+            if short.any():
+                word[short] &= (np.uint64(1) << (rest[short].astype(np.uint64) * 8)) - 1
+            h[at] = _mix(h[at] ^ word) + np.uint64(k)
+    return h
 
 
 def key_hashes(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
     """One uint64 per row of ``batch`` from its ``request_id`` and ``row`` columns."""
-    ids = batch.column("request_id").to_numpy(zero_copy_only=False)
+    h = text_hashes(batch.column("request_id"))
     rows = batch.column("row").to_numpy(zero_copy_only=False).astype(np.uint64)
-    h = pd.util.hash_array(ids, categorize=False)
-    with np.errstate(over="ignore"):  # wrapping arithmetic is the point of a hash
-        mixed = h ^ (pd.util.hash_array(rows) + _GOLDEN + (h << np.uint64(6)) + (h >> np.uint64(2)))
-    return np.asarray(mixed, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(h ^ (rows * _GOLDEN + np.uint64(0x5BD1E995)))
 
 
-def row_keys(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    """The key of a logged row: ``key_hashes`` of its (request_id, row), mixed with its role
-    when that is not primary, so that a shadow row and the primary row of the same request are
-    two rows (and old files, without roles, keep their keys). Labels join on ``key_hashes``."""
-    h = key_hashes(batch)
+def row_keys(batch: pa.RecordBatch | pa.Table, hashes: np.ndarray | None = None) -> np.ndarray:
+    """The key of a logged row: ``key_hashes`` of its (request_id, row) (``hashes`` if given),
+    mixed with its role when that is not primary, so that a shadow row and the primary row of
+    the same request are two rows (and old files, without roles, keep their keys). Labels join
+    on ``key_hashes``."""
+    h = key_hashes(batch) if hashes is None else hashes
     if "role" not in batch.schema.names:
         return h
     role = batch.column("role")
     if isinstance(role, pa.ChunkedArray):
         role = role.combine_chunks()
-    roles = role.fill_null("primary").to_numpy(zero_copy_only=False)
-    other = roles != "primary"
-    if other.any():
-        with np.errstate(over="ignore"):
-            salt = pd.util.hash_array(roles[other].astype(object), categorize=False)
-            h = h.copy()
-            h[other] = h[other] ^ (salt * _GOLDEN + np.uint64(1))
+    other = pc.fill_null(pc.not_equal(role, "primary"), False)  # null: logged before roles
+    if not pc.any(other).as_py():
+        return h
+    mask = other.to_numpy(zero_copy_only=False)
+    with np.errstate(over="ignore"):
+        h = h.copy()
+        h[mask] ^= text_hashes(role)[mask] * _GOLDEN + np.uint64(1)
     return h
 
 
@@ -62,20 +108,31 @@ class SeenKeys:
     def fresh(self, hashes: np.ndarray) -> np.ndarray:
         """Mask of the rows whose key was not seen before (nor earlier in ``hashes``); marks
         them seen."""
-        _, first = np.unique(hashes, return_index=True)
+        keys, first = _first_of_each(hashes)
+        new = np.ones(len(keys), dtype=bool)
+        for run in self._runs:  # sorted needles: the searches walk each run once, in order
+            pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            new &= run[pos] != keys
         mask = np.zeros(len(hashes), dtype=bool)
-        mask[first] = True
-        for run in self._runs:
-            pos = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-            mask &= run[pos] != hashes
-        new = np.sort(hashes[mask])
-        if len(new):
-            self._runs.append(new)
+        mask[first[new]] = True
+        if new.any():
+            self._runs.append(keys[new])
         while len(self._runs) > 1 and len(self._runs[-1]) >= len(self._runs[-2]):
             last, before = self._runs.pop(), self._runs.pop()
             # Two sorted runs: the stable sort (timsort) merges them in linear time.
             self._runs.append(np.sort(np.concatenate([before, last]), kind="stable"))
         return mask
+
+
+def _first_of_each(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``hashes``, sorted, and where each first occurs: ``np.unique``'s
+    answer, from an unstable argsort (several times faster) when no value repeats, as is usual."""
+    order = np.argsort(hashes)
+    keys = hashes[order]
+    if not (keys[1:] == keys[:-1]).any():
+        return keys, order
+    keys, first = np.unique(hashes, return_index=True)
+    return keys, first
 
 
 class Labels:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from service.iolog.frames import FEEDBACK, PREDICTIONS, REJECTED, Frame
+from service.iolog.readahead import read_ahead
 from service.iolog.schema import (
     REJECTED_SCHEMA,
     TS,
@@ -38,9 +41,24 @@ from service.iolog.schema import (
     with_model,
 )
 
+_FOOTER_THREADS = 8  # footers fetched at once from an object store
+_FOOTERS_KEPT = 128  # files whose footer (~115 KB in memory each) is kept from listing to scan
+_PARQUET = ds.ParquetFileFormat()
+_GONE = ("NO_SUCH_KEY", "RESOURCE_NOT_FOUND")  # the AWS SDK's words for a 404 on GetObject
+
 
 class CorruptLogFile(Exception):
     """A file of the Parquet log store cannot be read; its path is in the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    path: str
+    size: int | None  # from the listing
+
+    def fragment(self, fs: pafs.FileSystem) -> ds.Fragment:
+        # The listed size spares the HEAD request that opening an object by path costs.
+        return _PARQUET.make_fragment(self.path, filesystem=fs, file_size=self.size)
 
 
 def _write_local(table: pa.Table, directory: Path, name: str) -> None:
@@ -166,19 +184,22 @@ class ParquetStore:
         batch_rows: int = 65_536,
     ) -> list[BatchSource]:
         """One source per version: only the window's model=/version=/date= directories are
-        listed, each file column-projected and filtered on ``received_at`` as it is read."""
+        listed, each file column-projected and filtered on ``received_at`` as it is read, a few
+        batches ahead of the consumer, in a thread (``readahead.py``)."""
         first, last = (since.date() if since else None), (until.date() if until else None)
         out = []
-        for v, files in self.prediction_files(model, version, first, last).items():
+        for v, files in self._prediction_listing(model, version, first, last).items():
             if not files:
                 continue
-            stored = pa.unify_schemas([self._file_schema(f) for f in files])
+            schemas, footers = self._footers(files)
+            stored = pa.unify_schemas(schemas)
             schema = with_model(stored.empty_table(), model, v).schema
             if columns is not None:
                 schema = pa.schema([f for f in schema if f.name in columns])
             wanted = None if columns is None else [c for c in stored.names if c in columns]
-            batches = self._batches(files, stored, wanted, _received(since, until), batch_rows)
-            out.append(BatchSource(schema, _tagged(batches, model, v)))
+            where = _received(since, until)
+            batches = self._batches(files, footers, stored, wanted, where, batch_rows)
+            out.append(BatchSource(schema, _tagged(read_ahead(batches), model, v)))
         return out
 
     def feedback_batches(
@@ -204,12 +225,18 @@ class ParquetStore:
         self, model: str, version: int | None, first: date | None, last: date | None
     ) -> dict[int, list[str]]:
         """Listing only ``predictions/model=<m>/`` and, below it, the window's days."""
-        out: dict[int, list[str]] = {}
+        listing = self._prediction_listing(model, version, first, last)
+        return {v: [f.path for f in files] for v, files in listing.items()}
+
+    def _prediction_listing(
+        self, model: str, version: int | None, first: date | None, last: date | None
+    ) -> dict[int, list[_File]]:
+        out: dict[int, list[_File]] = {}
         for vdir in _subdirs(self.fs, self.path(PREDICTIONS, f"model={model}"), "version="):
             v = int(vdir.rsplit("=", 1)[1])
             if version is not None and v != version:
                 continue
-            out[v] = [f for d in _dates(self.fs, vdir, first, last) for f in self.live_files(d)]
+            out[v] = [f for d in _dates(self.fs, vdir, first, last) for f in self._live(d)]
         return out
 
     def feedback_files(self, model: str) -> list[str]:
@@ -223,33 +250,63 @@ class ParquetStore:
     def live_files(self, partition: str) -> list[str]:
         """The partition's data files as a reader must see them: a compacted file in place of
         the files it merged (``service/iolog/compaction.py`` explains the protocol)."""
+        return [f.path for f in self._live(partition)]
+
+    def _live(self, partition: str) -> list[_File]:
         from service.iolog.manifests import resolve  # here: manifests imports this module
 
-        return [f"{partition}/{name}" for name in resolve(self.fs, partition).live]
+        listed = resolve(self.fs, partition)
+        return [_File(f"{partition}/{name}", listed.files[name].size) for name in listed.live]
+
+    def _footers(self, files: list[_File]) -> tuple[list[pa.Schema], list[ds.Fragment | None]]:
+        """Each file's schema, from footers fetched a few at a time (on an object store each is
+        a round trip). The first ``_FOOTERS_KEPT`` files keep theirs for the scan, which then
+        costs one request (the data) where opening by path cost two HEADs, the footer and the
+        data; later files fetch their footer again (memory stays bounded in a long window)."""
+
+        def footer(i: int) -> tuple[pa.Schema, ds.Fragment | None]:
+            fragment = files[i].fragment(self.fs)
+            try:
+                schema = fragment.physical_schema
+            except (OSError, pa.ArrowException) as exc:
+                raise CorruptLogFile(f"cannot read log file {files[i].path}: {exc}") from exc
+            return schema, fragment if i < _FOOTERS_KEPT else None
+
+        threads = 1 if self.local else _FOOTER_THREADS
+        with ThreadPoolExecutor(threads, thread_name_prefix="vigil-footers") as pool:
+            read = list(pool.map(footer, range(len(files))))
+        return [r[0] for r in read], [r[1] for r in read]
 
     def _batches(
         self,
-        files: list[str],
+        files: list[_File],
+        footers: list[ds.Fragment | None],
         schema: pa.Schema,
         columns: list[str] | None,
         where: ds.Expression | None,
         batch_rows: int,
     ) -> Iterator[pa.RecordBatch]:
-        for path in files:  # one dataset per file, so an unreadable one is named
+        for i, file in enumerate(files):  # one scan per file, so an unreadable one is named
+            fragment, footers[i] = footers[i], None  # its footer is freed once read
+            if fragment is None:
+                fragment = file.fragment(self.fs)
             try:
-                dataset = ds.dataset(path, format="parquet", schema=schema, filesystem=self.fs)
-                batches = dataset.to_batches(columns=columns, filter=where, batch_size=batch_rows)
+                # One batch decoded ahead here (the read-ahead thread holds two more): the
+                # default 16 held 120 MiB more of a compacted file and cost more CPU.
+                batches = fragment.to_batches(
+                    schema=schema,
+                    columns=columns,
+                    filter=where,
+                    batch_size=batch_rows,
+                    batch_readahead=1,
+                )
                 for batch in batches:
                     if batch.num_rows:
                         yield batch
             except (OSError, pa.ArrowException) as exc:
-                raise CorruptLogFile(f"cannot read log file {path}: {exc}{_hint(exc)}") from exc
-
-    def _file_schema(self, path: str) -> pa.Schema:
-        try:
-            return pq.read_schema(path, filesystem=self.fs)
-        except (OSError, pa.ArrowException) as exc:
-            raise CorruptLogFile(f"cannot read log file {path}: {exc}") from exc
+                raise CorruptLogFile(
+                    f"cannot read log file {file.path}: {exc}{_hint(exc)}"
+                ) from exc
 
     def _read(self, path: str) -> pa.Table:
         try:
@@ -259,7 +316,9 @@ class ParquetStore:
 
 
 def _hint(exc: Exception) -> str:
-    if isinstance(exc, FileNotFoundError):  # listed, then deleted by a compaction's cleanup
+    # Listed, then deleted by a compaction's cleanup: the local disk says so with
+    # FileNotFoundError, S3 in an OSError's text (the object was opened for its footer before).
+    if isinstance(exc, FileNotFoundError) or any(c in str(exc) for c in _GONE):
         return " (merged and deleted by `vigil logs compact` after this read listed it: read again)"
     return ""
 

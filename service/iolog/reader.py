@@ -176,13 +176,14 @@ class PredictionStream:
                 yield batch.slice(start, self._batch_rows)
 
     def _fresh(self, batch: pa.RecordBatch | pa.Table, seen: SeenKeys) -> pa.RecordBatch:
-        mask = seen.fresh(row_keys(batch))
+        joined = key_hashes(batch)
+        mask = seen.fresh(row_keys(batch, joined))
         if not mask.all():
-            batch = batch.filter(pa.array(mask))
+            batch, joined = batch.filter(pa.array(mask)), joined[mask]
         out = _conform(batch, self.schema)
         if self._labels is not None:
             # Every role of a row holds the label sent for its (request_id, row).
-            labels = self._labels.lookup(key_hashes(batch))
+            labels = self._labels.lookup(joined)
             out = out.set_column(self.schema.get_field_index(LABEL), LABEL, labels)
         return out
 
