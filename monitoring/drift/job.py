@@ -20,12 +20,12 @@ from monitoring.drift.config import DriftConfig
 from monitoring.drift.core import DriftInputError, analyse, watched_columns
 from monitoring.drift.html import write_html
 from monitoring.drift.index import RunIndex, new_run_id
-from monitoring.drift.prefetch import prefetch
 from monitoring.drift.reference import load_reference
 from monitoring.drift.result import DriftReport, Status, VersionResult
 from monitoring.drift.retention import prune_model_reports
 from monitoring.drift.segments import METADATA_COLUMN, analyse_segments
 from monitoring.drift.window import FEEDBACK_COLUMN, Sampler, WindowSample
+from service.iolog.readahead import read_ahead
 from service.iolog.reader import open_predictions
 from service.settings import Settings
 
@@ -123,7 +123,7 @@ def _read_window(
     )  # fmt: skip
     samplers: dict[int, Sampler] = {}
     read = 0
-    for batch in prefetch(stream):
+    for batch in read_ahead(stream):
         read += batch.num_rows
         if "status" in batch.schema.names:  # only what was served
             batch = batch.filter(pc.less(batch.column("status"), 400))
