@@ -11,6 +11,7 @@ decoder only ever speeds up what the general path would accept anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -143,16 +144,8 @@ def _object_matrix(instances: list[Any], model: LoadedModel) -> np.ndarray:
     names = model.feature_index
     kinds = [str if i in model.known_categories else float for i in range(model.n_features)]
     for i, row in enumerate(instances):
-        if not isinstance(row, dict):
-            raise InvalidInput(
-                f"instances[{i}]: expected an object of features, got {type_name(row)}"
-            )
-        for key in row:
-            if key not in names:
-                raise InvalidInput(f"instances[{i}]: unknown feature {key!r}")
+        _check_keys(i, row, names, model.feature_names)
         for j, name in enumerate(model.feature_names):
-            if name not in row:
-                raise InvalidInput(f"instances[{i}]: missing feature {name!r}")
             value = row[name]
             if kinds[j] is str:
                 if type(value) is not str:
@@ -174,20 +167,24 @@ def _object_matrix(instances: list[Any], model: LoadedModel) -> np.ndarray:
     return x
 
 
+def _check_keys(i: int, row: Any, names: Mapping[str, int], features: Sequence[str]) -> None:
+    """Row ``i`` is an object with exactly the model's features (the first problem named)."""
+    if not isinstance(row, dict):
+        raise InvalidInput(f"instances[{i}]: expected an object of features, got {type_name(row)}")
+    for key in row:
+        if key not in names:
+            raise InvalidInput(f"instances[{i}]: unknown feature {key!r}")
+    for name in features:
+        if name not in row:
+            raise InvalidInput(f"instances[{i}]: missing feature {name!r}")
+
+
 def _explain(instances: list[Any], model: LoadedModel) -> None:
     """Walk the rows and raise an error naming the first problem."""
     names = model.feature_index
     for i, row in enumerate(instances):
-        if not isinstance(row, dict):
-            raise InvalidInput(
-                f"instances[{i}]: expected an object of features, got {type_name(row)}"
-            )
-        for key in row:
-            if key not in names:
-                raise InvalidInput(f"instances[{i}]: unknown feature {key!r}")
+        _check_keys(i, row, names, model.feature_names)
         for name in model.feature_names:
-            if name not in row:
-                raise InvalidInput(f"instances[{i}]: missing feature {name!r}")
             value = row[name]
             if type(value) not in _NUMBER_TYPES:
                 raise InvalidInput(

@@ -275,52 +275,23 @@ def _assemble(tensors: list[_Tensor], model: LoadedModel, max_rows: int) -> np.n
         rows = t.shape[0]
         x = t.data.reshape(rows, n)
     else:
-        by_name = {t.name: t for t in tensors}
-        if len(by_name) != len(tensors):
-            raise InvalidInput("inputs: a tensor name appears twice")
-        unknown = by_name.keys() - model.feature_index.keys()
-        if unknown:
-            raise InvalidInput(
-                f"inputs: unknown tensor {sorted(unknown)[0]!r}; send one [batch, {n}] tensor "
-                "or one tensor per feature"
-            )
-        missing = [f for f in model.feature_names if f not in by_name]
-        if missing:
-            raise InvalidInput(f"inputs: missing feature tensor {missing[0]!r}")
-        lengths = {t.shape[0] for t in tensors}
-        if len(lengths) != 1 or any(len(t.shape) == 2 and t.shape[1] != 1 for t in tensors):
-            raise InvalidInput("inputs: feature tensors must all have shape [batch] or [batch, 1]")
-        rows = lengths.pop()
+        by_name, rows = _feature_tensors(
+            tensors, model, f"send one [batch, {n}] tensor or one tensor per feature"
+        )
         x = np.column_stack([by_name[f].data for f in model.feature_names])
-    if rows == 0:
-        raise InvalidInput("inputs: the batch is empty")
-    if rows > max_rows:
-        raise InvalidInput(f"inputs: {rows} rows exceed the limit of {max_rows}")
+    _check_rows(rows, max_rows)
     return x
 
 
 def _assemble_columns(tensors: list[_Tensor], model: LoadedModel, max_rows: int) -> np.ndarray:
     """One tensor per feature, named by it: BYTES for categorical, FP32/FP64 for numeric."""
-    by_name = {t.name: t for t in tensors}
-    if len(by_name) != len(tensors):
-        raise InvalidInput("inputs: a tensor name appears twice")
-    unknown = by_name.keys() - model.feature_index.keys()
-    if unknown:
-        raise InvalidInput(
-            f"inputs: unknown tensor {sorted(unknown)[0]!r}; this model takes one tensor per "
-            "feature, named by it (BYTES for categorical features, FP32/FP64 for numeric)"
-        )
-    missing = [f for f in model.feature_names if f not in by_name]
-    if missing:
-        raise InvalidInput(f"inputs: missing feature tensor {missing[0]!r}")
-    lengths = {t.shape[0] for t in tensors}
-    if len(lengths) != 1 or any(len(t.shape) == 2 and t.shape[1] != 1 for t in tensors):
-        raise InvalidInput("inputs: feature tensors must all have shape [batch] or [batch, 1]")
-    rows = lengths.pop()
-    if rows == 0:
-        raise InvalidInput("inputs: the batch is empty")
-    if rows > max_rows:
-        raise InvalidInput(f"inputs: {rows} rows exceed the limit of {max_rows}")
+    by_name, rows = _feature_tensors(
+        tensors,
+        model,
+        "this model takes one tensor per feature, named by it (BYTES for categorical features, "
+        "FP32/FP64 for numeric)",
+    )
+    _check_rows(rows, max_rows)
     x = np.empty((rows, model.n_features), dtype=object)
     for j, name in enumerate(model.feature_names):
         t = by_name[name]
@@ -330,6 +301,32 @@ def _assemble_columns(tensors: list[_Tensor], model: LoadedModel, max_rows: int)
             raise InvalidInput(f"inputs[{name!r}].datatype: {t.datatype}, expected {want}")
         x[:, j] = t.data
     return x
+
+
+def _feature_tensors(
+    tensors: list[_Tensor], model: LoadedModel, hint: str
+) -> tuple[dict[str, _Tensor], int]:
+    """One tensor per feature, by feature name, and the batch size they share."""
+    by_name = {t.name: t for t in tensors}
+    if len(by_name) != len(tensors):
+        raise InvalidInput("inputs: a tensor name appears twice")
+    unknown = by_name.keys() - model.feature_index.keys()
+    if unknown:
+        raise InvalidInput(f"inputs: unknown tensor {sorted(unknown)[0]!r}; {hint}")
+    missing = [f for f in model.feature_names if f not in by_name]
+    if missing:
+        raise InvalidInput(f"inputs: missing feature tensor {missing[0]!r}")
+    lengths = {t.shape[0] for t in tensors}
+    if len(lengths) != 1 or any(len(t.shape) == 2 and t.shape[1] != 1 for t in tensors):
+        raise InvalidInput("inputs: feature tensors must all have shape [batch] or [batch, 1]")
+    return by_name, lengths.pop()
+
+
+def _check_rows(rows: int, max_rows: int) -> None:
+    if rows == 0:
+        raise InvalidInput("inputs: the batch is empty")
+    if rows > max_rows:
+        raise InvalidInput(f"inputs: {rows} rows exceed the limit of {max_rows}")
 
 
 def model_outputs(model: LoadedModel) -> tuple[str, ...]:

@@ -134,14 +134,16 @@ class LoadedModel:
             self._outputs, {self.input_name: x.astype(self.dtype, copy=False)}, None
         )
         elapsed = time.perf_counter() - start
+        return Prediction(self._label_indices(label), np.asarray(proba, dtype=np.float32), elapsed)
+
+    def _label_indices(self, label: Any) -> np.ndarray:
+        """The class index of each label the ONNX model emitted."""
         if self._identity_labels:
-            labels = np.asarray(label, dtype=np.int64).reshape(-1)
-        else:
-            labels = np.fromiter(
-                (self._label_lookup[v] for v in np.asarray(label).reshape(-1).tolist()),
-                dtype=np.int64,
-            )
-        return Prediction(labels, np.asarray(proba, dtype=np.float32), elapsed)
+            return np.asarray(label, dtype=np.int64).reshape(-1)
+        return np.fromiter(
+            (self._label_lookup[v] for v in np.asarray(label).reshape(-1).tolist()),
+            dtype=np.int64,
+        )
 
     def _predict_kinds(self, x: np.ndarray) -> Prediction:
         """Regressors, and models fed one input per column (``model_store.inputs``)."""
@@ -159,11 +161,4 @@ class LoadedModel:
             empty = np.empty((rows, 0), dtype=np.float32)
             return Prediction(np.zeros(rows, np.int64), empty, elapsed, values)
         label, proba = outs
-        if self._identity_labels:
-            labels = np.asarray(label, dtype=np.int64).reshape(-1)
-        else:
-            labels = np.fromiter(
-                (self._label_lookup[v] for v in np.asarray(label).reshape(-1).tolist()),
-                dtype=np.int64,
-            )
-        return Prediction(labels, np.asarray(proba, dtype=np.float32), elapsed)
+        return Prediction(self._label_indices(label), np.asarray(proba, dtype=np.float32), elapsed)
