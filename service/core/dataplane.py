@@ -21,7 +21,8 @@ from service.core.codec_v2 import V2Request, decode_v2_json, encode_v2
 from service.core.loaded_model import LoadedModel, Prediction
 from service.core.registry import ModelRegistry
 from service.core.routing import Route
-from service.core.validation import check_prediction, decode_feedback
+from service.core.shadow import Shadow, ShadowBatcher, failed_shadow, shadow_run
+from service.core.validation import all_finite, check_prediction, decode_feedback
 from service.errors import InvalidInput
 from service.iolog.base import IOLog
 from service.iolog.frames import CANARY, PRIMARY, SHADOW
@@ -50,18 +51,6 @@ _Req = TypeVar("_Req", bound=_Decoded)
 
 
 @dataclass(slots=True)
-class Shadow:
-    """The candidate's run on a copy of a request: its input, and its output or why it failed."""
-
-    model: LoadedModel
-    x: np.ndarray
-    pred: Prediction | None
-    error: str | None
-    seconds: float  # the candidate's model time (or time to fail)
-    role: str = SHADOW  # CANARY: a canary candidate that failed, the primary answered instead
-
-
-@dataclass(slots=True)
 class Result:
     body: bytes
     request_id: str
@@ -79,23 +68,6 @@ def new_request_id() -> str:
 
 # Metadata key of a shadow row whose candidate failed: why (the row's status is 500).
 SHADOW_ERROR_KEY = "vigil_shadow_error"
-
-
-def _shadow_run(candidate: LoadedModel, x: np.ndarray) -> Shadow:
-    """Run the candidate; any failure (exception, non-finite output) becomes the shadow's error."""
-    start = time.perf_counter()
-    try:
-        pred = candidate.predict(x)
-        check_prediction(pred, "instances")
-    except Exception as exc:
-        return _failed_shadow(candidate, x, exc, time.perf_counter() - start)
-    return Shadow(candidate, x, pred, None, pred.model_seconds)
-
-
-def _failed_shadow(candidate: LoadedModel, x: np.ndarray, exc: BaseException, s: float) -> Shadow:
-    if not isinstance(exc, InvalidInput):
-        log.warning("shadow candidate %s v%s failed: %r", candidate.name, candidate.version, exc)
-    return Shadow(candidate, x, None, f"{type(exc).__name__}: {exc}"[:500], s)
 
 
 def parse_version(version: str | None) -> int | None:
@@ -125,6 +97,7 @@ class DataPlane:
         # A shadow candidate slower than this on a large batch is logged as failed; the client
         # waits for it no longer (small batches run inline: microseconds).
         self.shadow_timeout_s = shadow_timeout_s
+        self._shadows = ShadowBatcher(inline_max_rows)
 
     async def _run(self, model: LoadedModel, x: np.ndarray) -> Prediction:
         # Small batches run inline (microseconds); large ones leave the event loop free.
@@ -208,7 +181,7 @@ class DataPlane:
                 log.warning("canary candidate %s v%s failed: %r", model.name, model.version, exc)
                 error = f"{type(exc).__name__}: {exc}"[:500]
             else:
-                if np.isfinite(pred.probabilities).all():
+                if all_finite(pred.probabilities):
                     return model, req, pred, role, None
                 error = "InvalidInput: the canary candidate's probabilities are not finite numbers"
             primary = route.primary
@@ -234,19 +207,19 @@ class DataPlane:
             cx = x if route.same_schema else decode(candidate).x
         except Exception as exc:  # the request does not fit the candidate's schema
             blank = np.full((x.shape[0], candidate.n_features), np.nan)
-            return await self._run(primary, x), _failed_shadow(candidate, blank, exc, 0.0)
+            return await self._run(primary, x), failed_shadow(candidate, blank, exc, 0.0)
         if x.shape[0] <= self.inline_max_rows:
             pred = primary.predict(x)
-            return pred, _shadow_run(candidate, cx)
+            return pred, await self._shadows.run(candidate, cx)
         # Large batches: both at once in threads, so the client waits for the slower, not both.
         first = asyncio.to_thread(primary.predict, x)
-        second = asyncio.ensure_future(asyncio.to_thread(_shadow_run, candidate, cx))
+        second = asyncio.ensure_future(asyncio.to_thread(shadow_run, candidate, cx))
         pred = await first
         try:
             shadow = await asyncio.wait_for(asyncio.shield(second), self.shadow_timeout_s)
         except TimeoutError:
             err = TimeoutError(f"the candidate took over {self.shadow_timeout_s} s")
-            shadow = _failed_shadow(candidate, cx, err, self.shadow_timeout_s)
+            shadow = failed_shadow(candidate, cx, err, self.shadow_timeout_s)
         return pred, shadow
 
     async def predict_v1(
