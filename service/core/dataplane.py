@@ -128,8 +128,8 @@ class DataPlane:
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
         model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
         shadow: Shadow | None = None
-        if route is None:
-            pred = await self._run(model, req.x)
+        if route is None or (role is PRIMARY and not route.shadows(request_id)):
+            pred = await self._run(model, req.x)  # most requests of a canary: no detour
         else:
             model, req, pred, role, shadow = await self._serve_rollout(
                 model, req, role, route, request_id, decode
@@ -169,10 +169,11 @@ class DataPlane:
         request_id: str,
         decode: Callable[[LoadedModel], _Req],
     ) -> tuple[LoadedModel, _Req, Prediction, str, Shadow | None]:
-        """Run a request during a rollout: (who answered, its request, prediction, role, the
-        candidate's extra row to log). A canary candidate whose output is not finite hands the
-        request to the primary (the client never gets the candidate's failure); the failure is
-        logged as a canary row with status 500, which the error-rate gate counts."""
+        """Run a request the rollout's candidate answers (canary) or shadows: (who answered, its
+        request, prediction, role, the candidate's extra row to log). A canary candidate whose
+        output is not finite hands the request to the primary (the client never gets the
+        candidate's failure); the failure is logged as a canary row with status 500, which the
+        error-rate gate counts."""
         if role is CANARY:
             start = time.perf_counter()
             try:
@@ -188,10 +189,8 @@ class DataPlane:
             preq = req if route.same_schema else decode(primary)
             failed = Shadow(model, req.x, None, error, time.perf_counter() - start, CANARY)
             return primary, preq, await self._run(primary, preq.x), PRIMARY, failed
-        if route.shadows(request_id):
-            pred, shadow = await self._run_shadowed(model, route, req.x, decode)
-            return model, req, pred, role, shadow
-        return model, req, await self._run(model, req.x), role, None
+        pred, shadow = await self._run_shadowed(model, route, req.x, decode)  # shadowed
+        return model, req, pred, role, shadow
 
     async def _run_shadowed(
         self,
