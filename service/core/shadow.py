@@ -86,9 +86,12 @@ class ShadowBatcher:
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self._pending: dict[LoadedModel, list[_Item]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def run(self, candidate: LoadedModel, x: np.ndarray) -> asyncio.Future[Shadow]:
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the first run, or a new loop: runs left by a closed one
+            self._loop, self._pending = loop, {}  # have no one waiting for them any more
         if not self._pending:
             loop.call_soon(self._run_pending)
         fut: asyncio.Future[Shadow] = loop.create_future()
