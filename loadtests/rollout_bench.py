@@ -4,8 +4,11 @@ Single-row V1 predictions against Vigil as shipped with no rollout, with a shado
 request (sample 1.0) and with a 10 % canary, in the same run and interleaved (one server at a
 time, pinned to one CPU; wrk on the other), medians over ``--repeat`` rounds. Targets: shadow
 costs at most 15 % of throughput with p99 at most 10 ms at 32 connections; a canary at most 3 %.
-With ``--connections 1``: the p99 at most 3x the p50, with and without a rollout (background work
-of the server, such as the I/O log's delivery, must not land on request latency at low load).
+Also the serving process's CPU time per request (the deliverer process not counted): on a shared
+machine, where wrk's req/s depend on what else runs, its ratio to no rollout is the steadier
+estimate of the throughput ratio. With ``--connections 1``: the p99 at most 3x the p50, with and
+without a rollout (background work of the server, such as the I/O log's delivery, must not land
+on request latency at low load).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -54,10 +58,18 @@ def _measure(args: argparse.Namespace, store: Path, workdir: Path, body: Path) -
     try:
         opts = {"connections": args.connections, "threads": 1, "cpu": args.wrk_cpu}
         run_wrk(server.url + payloads.V1_PATH, body, duration_s=args.warmup, **opts)
+        worker = psutil.Process(server.proc.pid)
+        before = worker.cpu_times()
         r = run_wrk(server.url + payloads.V1_PATH, body, duration_s=args.duration, **opts)
+        after = worker.cpu_times()
     finally:
         server.stop()
-    return {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "errors": r.errors + r.non_2xx}
+    cpu_s = after.user + after.system - before.user - before.system
+    cpu_us = cpu_s / r.requests * 1e6 if r.requests else 0.0
+    return {
+        "rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "cpu_us": cpu_us,
+        "errors": r.errors + r.non_2xx,
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                 work = root / "runs" / f"{variant}-{i}"
                 runs[variant].append(_measure(args, stores[variant], work, body))
     table = Table(title=f"single-row V1, {args.connections} connections, medians of {args.repeat}")
-    for col in ("rollout", "req/s", "p50 ms", "p99 ms", "p99/p50", "vs none", "target", "errors"):
+    cols = ("rollout", "req/s", "p50 ms", "p99 ms", "p99/p50", "vs none", "target", "errors")
+    for col in (*cols, "CPU µs/req", "CPU vs none"):
         table.add_column(col, justify="right")
     base = statistics.median(r["rps"] for r in runs["none"])
+    base_cpu = statistics.median(r["cpu_us"] for r in runs["none"])
     missed = []
     for variant in VARIANTS:
         rps = statistics.median(r["rps"] for r in runs[variant])
@@ -103,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             missed.append(variant)
         errors = str(sum(r["errors"] for r in runs[variant]))
+        cpu = statistics.median(r["cpu_us"] for r in runs[variant])
         table.add_row(
             variant, f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{tail:.1f}", f"{ratio:.3f}",
-            wanted, errors,
+            wanted, errors, f"{cpu:.1f}", f"{base_cpu / cpu if cpu else 0.0:.3f}",
         )  # fmt: skip
     console.print(table)
     console.print(f"per round: {runs}")
