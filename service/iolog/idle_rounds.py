@@ -1,13 +1,14 @@
 """The deliverer process's rounds on a thread that runs only when the CPU is otherwise idle.
 
-Converting a round's segments takes tens of milliseconds of CPU every few seconds. At nice 10 on
-a serving worker's CPU, that still took slices of it at wake-up and set the single-connection
-p99 (11x the p50). A thread at SCHED_IDLE runs only when nothing else wants the CPU; but on a
-saturated CPU it would starve, and an unprivileged process can lower a thread's priority, never
-raise it back (RLIMIT_NICE is 0 in containers). So the guard is a second thread: while the spool
-holds more than ``urgent_bytes``, rounds run on the calling thread at the process's own priority
-(nice 10 under ``vigil serve``: delivery as before) until the backlog is under half of it; an
-idle round in progress is told to stop after the segment in hand.
+Converting a round's segments is CPU work in proportion to the traffic, every few seconds. At
+nice 10 on a serving worker's CPU it still took slices of that CPU at wake-up, and showed in the
+p99 of a single connection (11x its p50 on a quiet machine). A thread at SCHED_IDLE runs only
+when nothing else wants the CPU; but on a saturated CPU it would starve, and an unprivileged
+process can lower a thread's priority, never raise it back (RLIMIT_NICE is 0 in containers). So
+the guard is the calling thread: while the spool holds more than ``urgent_bytes``, rounds run on
+it at the process's own priority (nice 10 under ``vigil serve``: delivery as before) until the
+backlog is under half of that; an idle round in progress is told to stop after the segment in
+hand.
 """
 
 from __future__ import annotations
