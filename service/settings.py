@@ -143,11 +143,11 @@ class Settings(BaseSettings):
         "fault, not the store's, moves to <spool>/quarantine/ so later segments are delivered.",
     )
     delivery_idle_backlog_bytes: int = Field(
-        64 * 1024 * 1024,
+        32 * 1024 * 1024,
         gt=0,
         description="The deliverer process converts segments on a thread that runs only when "
-        "the CPU is otherwise idle; past this spool backlog it delivers at its own priority "
-        "(nice 10), until the backlog is under half of it.",
+        "the CPU is otherwise idle; past this many bytes of closed spool segments it delivers "
+        "at its own priority (nice 10), until the backlog is under half of it.",
     )
     pii_secret: SecretStr = Field(
         SecretStr(""), description="Key for HMAC-SHA256 hashing of features marked PII `hash`."

@@ -129,3 +129,11 @@ def test_the_deliverer_process_guards_its_idle_thread(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "delivering at the process's priority" in out, out
+
+
+def test_only_closed_segments_count_as_backlog(tmp_path: Path) -> None:
+    # A worker's open segment grows with the traffic however fast the deliverer is.
+    settings = Settings(data_dir=tmp_path / "data")
+    (closed,) = _spool(settings, 1)
+    closed.with_name("seg-00000002.open").write_bytes(_feedback("open") * 100)
+    assert spool_bytes(settings.spool_dir) == closed.stat().st_size

@@ -38,7 +38,6 @@ from types import FrameType
 
 from service.iolog import quarantine
 from service.iolog.frames import read_frames
-from service.iolog.idle_rounds import IdleRounds
 from service.iolog.store import LogStore, open_store
 from service.metrics import DeliveryMetrics
 from service.settings import Settings
@@ -256,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone")
     args = parser.parse_args(argv)
+    from service.iolog.idle_rounds import IdleRounds  # it imports this module
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     deliverer = Deliverer(settings, DeliveryMetrics())

@@ -21,10 +21,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.iolog.deliver import CLOSED_SUFFIX
 from service.iolog.quarantine import QUARANTINE_DIR
 
 if TYPE_CHECKING:
-    from service.iolog.deliver import Deliverer  # which runs this module's rounds
+    from service.iolog.deliver import Deliverer
 
 log = logging.getLogger("vigil.iolog")
 
@@ -43,9 +44,10 @@ def become_idle() -> bool:
 
 
 def spool_bytes(root: Path) -> int:
-    """Bytes in every worker's spool segments (stat only: cheap enough for every tick)."""
+    """Bytes in every worker's closed spool segments, those a round can deliver (the open ones
+    grow with the traffic whatever the deliverer does); stat only, cheap enough for every tick."""
     total = 0
-    for seg in root.glob("*/seg-*"):
+    for seg in root.glob(f"*/seg-*{CLOSED_SUFFIX}"):
         if seg.parent.name != QUARANTINE_DIR:
             with contextlib.suppress(FileNotFoundError):  # delivered meanwhile
                 total += seg.stat().st_size
