@@ -32,11 +32,20 @@ def _idle_threads() -> int:
     return idle
 
 
+def _deliverer(settings: Settings) -> Deliverer:
+    """A deliverer whose store is open, opened on this thread: an idle thread, which a busy
+    machine may leave waiting, then has only the segments to do."""
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    deliverer = Deliverer(settings, DeliveryMetrics())
+    assert deliverer.run_once() == 0
+    return deliverer
+
+
 def _spool(settings: Settings, n: int) -> list[Path]:
     return [_segment(settings, i, _feedback(f"r-{i}")) for i in range(1, n + 1)]
 
 
-def _wait_gone(paths: list[Path], timeout: float = 30.0) -> None:
+def _wait_gone(paths: list[Path], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while any(p.exists() for p in paths):
         assert time.monotonic() < deadline, "the segments were not delivered"
@@ -45,8 +54,9 @@ def _wait_gone(paths: list[Path], timeout: float = 30.0) -> None:
 
 def test_below_the_bound_an_idle_thread_delivers(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
+    deliverer = _deliverer(settings)
     segments = _spool(settings, 3)
-    rounds = IdleRounds(Deliverer(settings, DeliveryMetrics()), urgent_bytes=1 << 30)
+    rounds = IdleRounds(deliverer, urgent_bytes=1 << 30)
     assert _idle_threads() == 0
     try:
         rounds.tick()
@@ -80,8 +90,8 @@ def test_past_the_bound_the_calling_thread_delivers_until_under_half(
 
 def test_an_idle_round_in_progress_is_told_to_hurry(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
+    deliverer = _deliverer(settings)
     segments = _spool(settings, 3)
-    deliverer = Deliverer(settings, DeliveryMetrics())
     rounds = IdleRounds(deliverer, urgent_bytes=1 << 30)
     try:
         with deliverer._round:  # the idle round starts but waits here, as if starved
