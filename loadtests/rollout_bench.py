@@ -4,6 +4,11 @@ Single-row V1 predictions against Vigil as shipped with no rollout, with a shado
 request (sample 1.0) and with a 10 % canary, in the same run and interleaved (one server at a
 time, pinned to one CPU; wrk on the other), medians over ``--repeat`` rounds. Targets: shadow
 costs at most 15 % of throughput with p99 at most 10 ms at 32 connections; a canary at most 3 %.
+Also the serving process's CPU time per request (the deliverer process not counted): on a shared
+machine, where wrk's req/s depend on what else runs, its ratio to no rollout is the steadier
+estimate of the throughput ratio. With ``--connections 1``: the p99 at most 3x the p50, with and
+without a rollout (background work of the server, such as the I/O log's delivery, must not land
+on request latency at low load).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -30,6 +36,7 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 VARIANTS = ("none", "shadow", "canary")
 TARGETS = {"shadow": 0.85, "canary": 0.97}  # throughput kept, relative to no rollout
 P99_TARGET_MS = 10.0
+TAIL_TARGET = 3.0  # p99 / p50 at one connection
 
 
 def _stores(template: Path, root: Path) -> dict[str, Path]:
@@ -51,10 +58,18 @@ def _measure(args: argparse.Namespace, store: Path, workdir: Path, body: Path) -
     try:
         opts = {"connections": args.connections, "threads": 1, "cpu": args.wrk_cpu}
         run_wrk(server.url + payloads.V1_PATH, body, duration_s=args.warmup, **opts)
+        worker = psutil.Process(server.proc.pid)
+        before = worker.cpu_times()
         r = run_wrk(server.url + payloads.V1_PATH, body, duration_s=args.duration, **opts)
+        after = worker.cpu_times()
     finally:
         server.stop()
-    return {"rps": r.rps, "p99_ms": r.p99_ms, "errors": r.errors + r.non_2xx}
+    cpu_s = after.user + after.system - before.user - before.system
+    cpu_us = cpu_s / r.requests * 1e6 if r.requests else 0.0
+    return {
+        "rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "cpu_us": cpu_us,
+        "errors": r.errors + r.non_2xx,
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,28 +88,42 @@ def main(argv: list[str] | None = None) -> int:
         body = root / "body.json"
         body.write_bytes(payloads.v1_body([0]))
         for i in range(args.repeat):
-            for variant in VARIANTS:
+            # Each round starts with another variant: what a server leaves behind (the kernel
+            # writing back the log it delivered at shutdown) lands on each one in turn.
+            for variant in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
                 console.print(f"round {i + 1}/{args.repeat}: {variant}")
                 work = root / "runs" / f"{variant}-{i}"
                 runs[variant].append(_measure(args, stores[variant], work, body))
     table = Table(title=f"single-row V1, {args.connections} connections, medians of {args.repeat}")
-    for col in ("rollout", "req/s", "p99 ms", "vs none", "target", "errors"):
+    cols = ("rollout", "req/s", "p50 ms", "p99 ms", "p99/p50", "vs none", "target", "errors")
+    for col in (*cols, "CPU µs/req", "CPU vs none"):
         table.add_column(col, justify="right")
     base = statistics.median(r["rps"] for r in runs["none"])
+    base_cpu = statistics.median(r["cpu_us"] for r in runs["none"])
     missed = []
     for variant in VARIANTS:
         rps = statistics.median(r["rps"] for r in runs[variant])
+        p50 = statistics.median(r["p50_ms"] for r in runs[variant])
         p99 = statistics.median(r["p99_ms"] for r in runs[variant])
+        tail = p99 / p50 if p50 else 0.0
         ratio = rps / base if base else 0.0
-        target = TARGETS.get(variant)
-        ok = target is None or (ratio >= target and (variant != "shadow" or p99 <= P99_TARGET_MS))
+        if args.connections == 1:  # latency at low load, not throughput
+            ok, wanted = tail <= TAIL_TARGET, f"p99/p50 ≤ {TAIL_TARGET:g}"
+        else:
+            target = TARGETS.get(variant)
+            ok = target is None or ratio >= target
+            ok = ok and (variant != "shadow" or p99 <= P99_TARGET_MS)
+            wanted = "-" if target is None else f"≥ {target:.2f}"
+            if variant == "shadow":
+                wanted += f", p99 ≤ {P99_TARGET_MS:g}"
         if not ok:
             missed.append(variant)
-        wanted = "-" if target is None else f"≥ {target:.2f}"
-        if variant == "shadow":
-            wanted += f", p99 ≤ {P99_TARGET_MS:g}"
         errors = str(sum(r["errors"] for r in runs[variant]))
-        table.add_row(variant, f"{rps:,.0f}", f"{p99:.1f}", f"{ratio:.3f}", wanted, errors)
+        cpu = statistics.median(r["cpu_us"] for r in runs[variant])
+        table.add_row(
+            variant, f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{tail:.1f}", f"{ratio:.3f}",
+            wanted, errors, f"{cpu:.1f}", f"{base_cpu / cpu if cpu else 0.0:.3f}",
+        )  # fmt: skip
     console.print(table)
     console.print(f"per round: {runs}")
     console.print("targets met" if not missed else f"targets missed: {', '.join(missed)}")

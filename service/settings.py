@@ -142,6 +142,13 @@ class Settings(BaseSettings):
         description="Delivery attempts (one per round) before a segment that fails by its own "
         "fault, not the store's, moves to <spool>/quarantine/ so later segments are delivered.",
     )
+    delivery_idle_backlog_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="The deliverer process converts segments on a thread that runs only when "
+        "the CPU is otherwise idle; past this many bytes of closed spool segments it delivers "
+        "at its own priority (nice 10), until the backlog is under half of it.",
+    )
     pii_secret: SecretStr = Field(
         SecretStr(""), description="Key for HMAC-SHA256 hashing of features marked PII `hash`."
     )

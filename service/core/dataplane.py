@@ -21,7 +21,14 @@ from service.core.codec_v2 import V2Request, decode_v2_json, encode_v2
 from service.core.loaded_model import LoadedModel, Prediction
 from service.core.registry import ModelRegistry
 from service.core.routing import Route
-from service.core.validation import check_label, check_prediction, decode_feedback, unseen_counts
+from service.core.shadow import Shadow, ShadowBatcher, failed_shadow, shadow_run
+from service.core.validation import (
+    all_finite,
+    check_label,
+    check_prediction,
+    decode_feedback,
+    unseen_counts,
+)
 from service.errors import InvalidInput
 from service.iolog.base import IOLog
 from service.iolog.frames import CANARY, PRIMARY, SHADOW
@@ -50,18 +57,6 @@ _Req = TypeVar("_Req", bound=_Decoded)
 
 
 @dataclass(slots=True)
-class Shadow:
-    """The candidate's run on a copy of a request: its input, and its output or why it failed."""
-
-    model: LoadedModel
-    x: np.ndarray
-    pred: Prediction | None
-    error: str | None
-    seconds: float  # the candidate's model time (or time to fail)
-    role: str = SHADOW  # CANARY: a canary candidate that failed, the primary answered instead
-
-
-@dataclass(slots=True)
 class Result:
     body: bytes
     request_id: str
@@ -79,23 +74,6 @@ def new_request_id() -> str:
 
 # Metadata key of a shadow row whose candidate failed: why (the row's status is 500).
 SHADOW_ERROR_KEY = "vigil_shadow_error"
-
-
-def _shadow_run(candidate: LoadedModel, x: np.ndarray) -> Shadow:
-    """Run the candidate; any failure (exception, non-finite output) becomes the shadow's error."""
-    start = time.perf_counter()
-    try:
-        pred = candidate.predict(x)
-        check_prediction(pred, "instances")
-    except Exception as exc:
-        return _failed_shadow(candidate, x, exc, time.perf_counter() - start)
-    return Shadow(candidate, x, pred, None, pred.model_seconds)
-
-
-def _failed_shadow(candidate: LoadedModel, x: np.ndarray, exc: BaseException, s: float) -> Shadow:
-    if not isinstance(exc, InvalidInput):
-        log.warning("shadow candidate %s v%s failed: %r", candidate.name, candidate.version, exc)
-    return Shadow(candidate, x, None, f"{type(exc).__name__}: {exc}"[:500], s)
 
 
 def _v1_predictions(model: LoadedModel, pred: Prediction) -> list[dict[str, Any]]:
@@ -138,6 +116,7 @@ class DataPlane:
         # A shadow candidate slower than this on a large batch is logged as failed; the client
         # waits for it no longer (small batches run inline: microseconds).
         self.shadow_timeout_s = shadow_timeout_s
+        self._shadows = ShadowBatcher(inline_max_rows)
 
     async def _run(self, model: LoadedModel, x: np.ndarray) -> Prediction:
         # Small batches run inline (microseconds); large ones leave the event loop free.
@@ -168,8 +147,8 @@ class DataPlane:
         model = self.registry.peek(model_name, v) or await self.registry.aget(model_name, v)
         model, req, request_id, role, route = self._resolve(model_name, v, model, header_id, decode)
         shadow: Shadow | None = None
-        if route is None:
-            pred = await self._run(model, req.x)
+        if route is None or (role is PRIMARY and not route.shadows(request_id)):
+            pred = await self._run(model, req.x)  # most requests of a canary: no detour
         else:
             model, req, pred, role, shadow = await self._serve_rollout(
                 model, req, role, route, request_id, decode
@@ -209,10 +188,11 @@ class DataPlane:
         request_id: str,
         decode: Callable[[LoadedModel], _Req],
     ) -> tuple[LoadedModel, _Req, Prediction, str, Shadow | None]:
-        """Run a request during a rollout: (who answered, its request, prediction, role, the
-        candidate's extra row to log). A canary candidate whose output is not finite hands the
-        request to the primary (the client never gets the candidate's failure); the failure is
-        logged as a canary row with status 500, which the error-rate gate counts."""
+        """Run a request the rollout's candidate answers (canary) or shadows: (who answered, its
+        request, prediction, role, the candidate's extra row to log). A canary candidate whose
+        output is not finite hands the request to the primary (the client never gets the
+        candidate's failure); the failure is logged as a canary row with status 500, which the
+        error-rate gate counts."""
         if role is CANARY:
             start = time.perf_counter()
             try:
@@ -221,17 +201,15 @@ class DataPlane:
                 log.warning("canary candidate %s v%s failed: %r", model.name, model.version, exc)
                 error = f"{type(exc).__name__}: {exc}"[:500]
             else:
-                if pred.finite().all():
+                if all_finite(pred.answers):
                     return model, req, pred, role, None
                 error = "InvalidInput: the canary candidate's answers are not finite numbers"
             primary = route.primary
             preq = req if route.same_schema else decode(primary)
             failed = Shadow(model, req.x, None, error, time.perf_counter() - start, CANARY)
             return primary, preq, await self._run(primary, preq.x), PRIMARY, failed
-        if route.shadows(request_id):
-            pred, shadow = await self._run_shadowed(model, route, req.x, decode)
-            return model, req, pred, role, shadow
-        return model, req, await self._run(model, req.x), role, None
+        pred, shadow = await self._run_shadowed(model, route, req.x, decode)  # shadowed
+        return model, req, pred, role, shadow
 
     async def _run_shadowed(
         self,
@@ -248,19 +226,19 @@ class DataPlane:
         except Exception as exc:  # the request does not fit the candidate's schema
             dtype = object if candidate.columns else np.float64
             blank = np.full((x.shape[0], candidate.n_features), np.nan, dtype=dtype)
-            return await self._run(primary, x), _failed_shadow(candidate, blank, exc, 0.0)
+            return await self._run(primary, x), failed_shadow(candidate, blank, exc, 0.0)
         if x.shape[0] <= self.inline_max_rows:
             pred = primary.predict(x)
-            return pred, _shadow_run(candidate, cx)
+            return pred, await self._shadows.run(candidate, cx)
         # Large batches: both at once in threads, so the client waits for the slower, not both.
         first = asyncio.to_thread(primary.predict, x)
-        second = asyncio.ensure_future(asyncio.to_thread(_shadow_run, candidate, cx))
+        second = asyncio.ensure_future(asyncio.to_thread(shadow_run, candidate, cx))
         pred = await first
         try:
             shadow = await asyncio.wait_for(asyncio.shield(second), self.shadow_timeout_s)
         except TimeoutError:
             err = TimeoutError(f"the candidate took over {self.shadow_timeout_s} s")
-            shadow = _failed_shadow(candidate, cx, err, self.shadow_timeout_s)
+            shadow = failed_shadow(candidate, cx, err, self.shadow_timeout_s)
         return pred, shadow
 
     async def predict_v1(

@@ -21,6 +21,16 @@ class Prediction:
     model_seconds: float
     values: np.ndarray | None = None  # a regressor's predictions, float64 [batch]
 
+    @property
+    def answers(self) -> np.ndarray:
+        """What the model answered: a regressor's values, else the probabilities."""
+        return self.probabilities if self.values is None else self.values
+
+    def rows(self, start: int, stop: int, seconds: float) -> Prediction:
+        """Rows ``start:stop`` of this prediction, charged ``seconds`` of model time."""
+        values = None if self.values is None else self.values[start:stop]
+        return Prediction(self.labels[start:stop], self.probabilities[start:stop], seconds, values)
+
     def finite(self) -> np.ndarray:
         """Per row: is the model's answer (probabilities or value) a finite number?"""
         if self.values is not None:

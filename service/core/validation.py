@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT64_MAX = float(np.finfo(np.float64).max)
 MAX_METADATA_KEYS = 32
 MAX_METADATA_VALUE = 1024
+# Up to this many values, a sum of Python floats says "all finite" in 0.3 µs; numpy's
+# ``isfinite(a).all()`` takes 2 µs however small the array (twice per shadowed request).
+_SMALL = 64
 
 
 def check_matrix(model: LoadedModel, x: np.ndarray, where: str) -> None:
@@ -105,11 +109,18 @@ def _check_values(model: LoadedModel, x: np.ndarray, where: str) -> None:
             )
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """Whether no value is NaN or infinite (either makes the sum NaN or infinite; a sum that
+    overflows from finite values is checked again value by value)."""
+    if values.size <= _SMALL and math.isfinite(sum(values.ravel().tolist())):
+        return True
+    return bool(np.isfinite(values).all())
+
+
 def check_prediction(pred: Prediction, where: str) -> None:
     """Refuse rows the model cannot score: finite inputs can still overflow inside the model
     (e.g. 3e38 in float32), and NaN probabilities must not be served as if they were an answer."""
-    answer = pred.probabilities if pred.values is None else pred.values
-    if np.isfinite(answer).all():
+    if all_finite(pred.answers):
         return
     r = int(np.argmin(pred.finite()))
     what = "prediction" if pred.values is not None else "probabilities"

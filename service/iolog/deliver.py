@@ -4,8 +4,9 @@ Workers only append to their own ``.open`` segment and rename it ``.seg`` when i
 never touch a ``.seg`` again. The leader (whoever holds ``spool/.deliver.lock``) delivers every
 ``.seg`` of every worker, and all segments of workers that died (their directory lock is free).
 ``vigil serve`` runs the leader as a process of its own at a lower CPU priority, so converting to
-Parquet or writing to PostgreSQL never holds a serving process's GIL; without one (tests, custom
-ASGI servers) a worker takes the lead itself.
+Parquet or writing to PostgreSQL never holds a serving process's GIL (and its rounds run on a
+thread that gets the CPU only when it is otherwise idle, with a guard against starving:
+idle_rounds.py); without one (tests, custom ASGI servers) a worker takes the lead itself.
 
 A segment that fails is skipped, not waited for: the later ones are still delivered. A failure
 counts as an attempt against the segment only when the store is known to be up, so an outage
@@ -70,6 +71,7 @@ class _Round:
     store_down: bool = False
     # Failed for a reason that may be the store's: counted only if the store took other writes.
     suspects: list[tuple[Path, str, str]] = field(default_factory=list)
+    hurry: threading.Event | None = None  # once set, the round leaves the rest for the next one
 
 
 def open_sink(settings: Settings) -> LogStore:
@@ -120,18 +122,19 @@ class Deliverer:
             self._lead_fd = None
 
     # -- delivering --------------------------------------------------------------------------
-    def run_once(self) -> int:
-        """Deliver what can be delivered now; returns the bytes left in the spool."""
+    def run_once(self, hurry: threading.Event | None = None) -> int:
+        """Deliver what can be delivered now (until ``hurry`` is set); returns the bytes left
+        in the spool."""
         with self._round:
-            return self._run_once()
+            return self._run_once(hurry)
 
-    def _run_once(self) -> int:
+    def _run_once(self, hurry: threading.Event | None) -> int:
         if not self.root.is_dir():
             return 0
         if self._sink is None:
             self._sink = self._sink_factory(self._settings)
         backlog = 0
-        this_round = _Round()
+        this_round = _Round(hurry=hurry)
         for d in sorted(self.root.iterdir()):
             if d.is_dir() and d.name != quarantine.QUARANTINE_DIR:
                 backlog += self._deliver_worker_dir(d, this_round)
@@ -167,7 +170,8 @@ class Deliverer:
         """Deliver closed segments (all when ``final``), oldest first; returns bytes left."""
         left = 0
         for seg in sorted(d.glob("seg-*")):
-            if this_round.store_down or (seg.suffix == OPEN_SUFFIX and not final):
+            hurried = this_round.hurry is not None and this_round.hurry.is_set()
+            if this_round.store_down or hurried or (seg.suffix == OPEN_SUFFIX and not final):
                 left += _size(seg)
                 continue
             segment_id = f"{d.name}-{seg.stem}"
@@ -251,9 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone")
     args = parser.parse_args(argv)
+    from service.iolog.idle_rounds import IdleRounds  # it imports this module
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     deliverer = Deliverer(settings, DeliveryMetrics())
+    rounds = IdleRounds(deliverer, settings.delivery_idle_backlog_bytes)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -270,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             break
         if deliverer.try_lead():
             try:
-                deliverer.run_once()
+                rounds.tick()
             except Exception:
                 log.exception("I/O log delivery round failed")
         stop.wait(settings.compact_interval_s)
+    rounds.close()
     # Final round: the workers have flushed and released their spools by now.
     if deliverer.try_lead():
         deliverer.run_once()
