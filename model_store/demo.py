@@ -124,24 +124,25 @@ def train_demo(store: ModelStore, *, c: float = 1.0, promote: bool = True) -> Ma
     return train_demo_model(store, DEMO_MODEL, c=c, promote=promote)
 
 
-def _breast_cancer(store: ModelStore, c: float) -> Manifest:
-    x, y, class_names = demo_data()
+def _logistic(
+    store: ModelStore, name: str, data: tuple[pd.DataFrame, np.ndarray, list[str]], c: float
+) -> Manifest:
+    """The demo classifiers: ``demo_pipeline`` on ``data`` (features, classes, class names)."""
+    x, y, class_names = data
     mask = holdout_mask(y)
     pipe = demo_pipeline(c).fit(x.to_numpy()[~mask], y[~mask])
     return register_sklearn(
-        store, DEMO_MODEL, pipe, x, y, holdout_mask=mask, class_names=class_names,
-        description=DEMOS_HELP[DEMO_MODEL],
+        store, name, pipe, x, y, holdout_mask=mask, class_names=class_names,
+        description=DEMOS_HELP[name],
     )  # fmt: skip
+
+
+def _breast_cancer(store: ModelStore, c: float) -> Manifest:
+    return _logistic(store, DEMO_MODEL, demo_data(), c)
 
 
 def _wine(store: ModelStore, c: float) -> Manifest:
-    x, y, class_names = wine_data()
-    mask = holdout_mask(y)
-    pipe = demo_pipeline(c).fit(x.to_numpy()[~mask], y[~mask])
-    return register_sklearn(
-        store, WINE, pipe, x, y, holdout_mask=mask, class_names=class_names,
-        description=DEMOS_HELP[WINE],
-    )  # fmt: skip
+    return _logistic(store, WINE, wine_data(), c)
 
 
 def _diabetes(store: ModelStore, c: float) -> Manifest:
