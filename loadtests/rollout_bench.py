@@ -8,7 +8,9 @@ Also the serving process's CPU time per request (the deliverer process not count
 machine, where wrk's req/s depend on what else runs, its ratio to no rollout is the steadier
 estimate of the throughput ratio. With ``--connections 1``: the p99 at most 3x the p50, with and
 without a rollout (background work of the server, such as the I/O log's delivery, must not land
-on request latency at low load).
+on request latency at low load). That run also serves the floor, an ASGI app that does no work
+(loadtests/floor_app.py) on the same uvicorn, interleaved with the rest: its tail is the
+machine's, and each variant's p99 is shown against the floor's.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from rich.console import Console
 from rich.table import Table
 
 from loadtests import payloads
-from loadtests.servers import start_vigil, train_template
+from loadtests.servers import start_floor, start_vigil, train_template
 from loadtests.wrk import run_wrk
 from model_store.demo import DEMO_MODEL
 from model_store.rollout import Mode, Rollouts
 from model_store.store import ModelStore
 
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = Console(width=None if sys.stdout.isatty() else 150)
 VARIANTS = ("none", "shadow", "canary")
+FLOOR = "floor"  # the no-work app, run beside the variants at one connection
 TARGETS = {"shadow": 0.85, "canary": 0.97}  # throughput kept, relative to no rollout
 P99_TARGET_MS = 10.0
 TAIL_TARGET = 3.0  # p99 / p50 at one connection
@@ -53,8 +56,13 @@ def _stores(template: Path, root: Path) -> dict[str, Path]:
     return out
 
 
-def _measure(args: argparse.Namespace, store: Path, workdir: Path, body: Path) -> dict[str, Any]:
-    server = start_vigil(workdir.name, store, workdir.parent, {}, cpu=args.server_cpu)
+def _measure(
+    args: argparse.Namespace, store: Path | None, workdir: Path, body: Path
+) -> dict[str, Any]:
+    if store is None:
+        server = start_floor(workdir.name, workdir.parent, cpu=args.server_cpu)
+    else:
+        server = start_vigil(workdir.name, store, workdir.parent, {}, cpu=args.server_cpu)
     try:
         opts = {"connections": args.connections, "threads": 1, "cpu": args.wrk_cpu}
         run_wrk(server.url + payloads.V1_PATH, body, duration_s=args.warmup, **opts)
@@ -81,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--wrk-cpu", default="1")
     args = p.parse_args(argv)
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    order = (*VARIANTS, FLOOR) if args.connections == 1 else VARIANTS
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in order}
     with tempfile.TemporaryDirectory(prefix="vigil-rollout-bench-") as tmp:
         root = Path(tmp)
         stores = _stores(train_template(root / "template"), root / "stores")
@@ -90,24 +99,29 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             # Each round starts with another variant: what a server leaves behind (the kernel
             # writing back the log it delivered at shutdown) lands on each one in turn.
-            for variant in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
+            k = i % len(order)
+            for variant in order[k:] + order[:k]:
                 console.print(f"round {i + 1}/{args.repeat}: {variant}")
                 work = root / "runs" / f"{variant}-{i}"
-                runs[variant].append(_measure(args, stores[variant], work, body))
+                runs[variant].append(_measure(args, stores.get(variant), work, body))
     table = Table(title=f"single-row V1, {args.connections} connections, medians of {args.repeat}")
     cols = ("rollout", "req/s", "p50 ms", "p99 ms", "p99/p50", "vs none", "target", "errors")
-    for col in (*cols, "CPU µs/req", "CPU vs none"):
+    extra = ("CPU µs/req", "CPU vs none") + (("p99 vs floor",) if FLOOR in runs else ())
+    for col in (*cols, *extra):
         table.add_column(col, justify="right")
+    floor_p99 = statistics.median(r["p99_ms"] for r in runs[FLOOR]) if FLOOR in runs else 0.0
     base = statistics.median(r["rps"] for r in runs["none"])
     base_cpu = statistics.median(r["cpu_us"] for r in runs["none"])
     missed = []
-    for variant in VARIANTS:
+    for variant in order:
         rps = statistics.median(r["rps"] for r in runs[variant])
         p50 = statistics.median(r["p50_ms"] for r in runs[variant])
         p99 = statistics.median(r["p99_ms"] for r in runs[variant])
         tail = p99 / p50 if p50 else 0.0
         ratio = rps / base if base else 0.0
-        if args.connections == 1:  # latency at low load, not throughput
+        if variant == FLOOR:  # the machine's tail: a reference, not a target
+            ok, wanted = True, "-"
+        elif args.connections == 1:  # latency at low load, not throughput
             ok, wanted = tail <= TAIL_TARGET, f"p99/p50 ≤ {TAIL_TARGET:g}"
         else:
             target = TARGETS.get(variant)
@@ -120,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(variant)
         errors = str(sum(r["errors"] for r in runs[variant]))
         cpu = statistics.median(r["cpu_us"] for r in runs[variant])
-        table.add_row(
+        cells = [
             variant, f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{tail:.1f}", f"{ratio:.3f}",
             wanted, errors, f"{cpu:.1f}", f"{base_cpu / cpu if cpu else 0.0:.3f}",
-        )  # fmt: skip
+        ]  # fmt: skip
+        if floor_p99:
+            cells.append(f"{p99 / floor_p99:.2f}")
+        table.add_row(*cells)
     console.print(table)
     console.print(f"per round: {runs}")
     console.print("targets met" if not missed else f"targets missed: {', '.join(missed)}")

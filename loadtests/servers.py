@@ -1,4 +1,5 @@
-"""Starting the servers under test: Vigil in a fresh home, the naive baseline, RSS sampling."""
+"""Starting the servers under test: Vigil in a fresh home, the naive baseline, the no-work floor,
+RSS sampling."""
 
 from __future__ import annotations
 
@@ -188,3 +189,14 @@ def start_naive(name: str, model_path: Path, workdir: Path, *, cpu: str | None =
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     return launch(name, cmd, env, port, workdir / name / "server.log", "/health", cpu=cpu)
+
+
+def start_floor(name: str, workdir: Path, *, cpu: str | None = None) -> Server:
+    """The no-work ASGI app (loadtests/floor_app.py) on uvicorn as ``vigil serve`` runs it."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", "loadtests.floor_app:app",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--no-access-log", "--log-level", "warning", "--no-server-header", "--lifespan", "off",
+    ]  # fmt: skip
+    return launch(name, cmd, clean_env(), port, workdir / name / "server.log", "/", cpu=cpu)
