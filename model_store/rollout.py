@@ -27,6 +27,8 @@ from model_store.errors import (
 from model_store.history import WHO_CLI, Action, HistoryEntry, now_utc
 from model_store.store import ALIASES_FILE, ROLLOUT_FILE, ModelStore
 
+ERROR_METRICS = ("mae", "rmse")  # a regressor's: lower is better
+
 
 class Mode(StrEnum):
     SHADOW = "shadow"  # the candidate answers a copy of the traffic; clients see the primary
@@ -53,17 +55,35 @@ class Gates(BaseModel):
     min_agreement: float = Field(
         0.9, ge=0, le=1, description="Smallest share of shadow rows where both predict alike."
     )
+    agreement_tolerance: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Regressors: a shadow row agrees when the two predictions differ by at most "
+        "this fraction of the larger of them.",
+    )
     min_labels: int = Field(
         100, ge=1, description="Labelled rows needed on each side to judge the metric."
     )
-    metric: str = Field("accuracy", pattern="^(accuracy|f1_macro)$", description="Judged metric.")
+    metric: str = Field(
+        "accuracy",
+        pattern="^(accuracy|f1_macro|mae|rmse)$",
+        description="Judged metric: accuracy or f1_macro for classifiers, mae or rmse for "
+        "regressors (a regressor's rollout judges mae unless told).",
+    )
     metric_margin: float | None = Field(
         0.02,
         ge=0,
         le=1,
-        description="Non-inferiority margin: the 95 % CI of candidate - primary must lie above "
-        "-margin. None skips the gate (a model whose labels never arrive).",
+        description="Non-inferiority margin. Classifiers: the 95 % CI of candidate - primary "
+        "must lie above -margin. Regressors (an error: lower is better): it must lie below "
+        "margin x the primary's error. None skips the gate (a model whose labels never arrive).",
     )
+
+    @property
+    def regression(self) -> bool:
+        """Whether these gates judge a regressor (its rollout starts with an error metric)."""
+        return self.metric in ERROR_METRICS
 
 
 class RolloutStep(BaseModel):
@@ -107,6 +127,22 @@ class RolloutState(BaseModel):
         if self.candidate_version == self.primary_version:
             raise ValueError(f"version: v{self.candidate_version} is already served")
         return self
+
+
+def _judged_gates(gates: Gates | dict[str, Any] | None, *, regression: bool) -> dict[str, Any]:
+    """The gates as given, with the task's metric: a regressor's rollout judges ``mae`` unless
+    told otherwise; a metric of the other task is refused (it would mean nothing here)."""
+    given = gates.model_dump(exclude_unset=True) if isinstance(gates, Gates) else dict(gates or {})
+    metric = given.get("metric")
+    if metric is None:
+        if regression:
+            given["metric"] = ERROR_METRICS[0]
+    elif isinstance(metric, str) and (metric in ERROR_METRICS) != regression:
+        kind, wanted = (
+            ("regressor", "mae or rmse") if regression else ("classifier", "accuracy or f1_macro")
+        )
+        raise RolloutInvalidError(f"gates.metric: {metric} does not judge a {kind}; use {wanted}")
+    return given
 
 
 def _invalid(exc: ValidationError) -> RolloutInvalidError:
@@ -166,20 +202,13 @@ class Rollouts:
                     f"v{candidate} and the served v{primary} of {model} differ in task "
                     f"({' vs '.join(sorted(tasks))}): a rollout compares versions of one task"
                 )
-            if tasks == {"regression"}:
-                # The comparison and its gates (agreement, accuracy) are a classifier's: refuse
-                # rather than gate a regressor on numbers that mean nothing for it.
-                raise RolloutInvalidError(
-                    f"{model} is a regressor: rollouts (shadow/canary comparison and gates) "
-                    "compare classifiers only for now; back-test the candidate with `vigil "
-                    f"backtest --model {model} --candidate {candidate}` and promote it"
-                )
+            judged = _judged_gates(gates, regression=tasks == {"regression"})
             now = now_utc()
             pct = percent if percent is not None else _default_percent(mode)
             fields: dict[str, Any] = {
                 "model": model, "alias": alias, "primary_version": primary,
                 "candidate_version": candidate, "mode": mode, "percent": pct, "sample": sample,
-                "auto": auto, "gates": gates if gates is not None else {}, "started_at": now,
+                "auto": auto, "gates": judged, "started_at": now,
                 "updated_at": now, "started_by": who,
                 "steps": [RolloutStep(at=now, who=who, mode=mode, percent=pct)],
             }  # fmt: skip

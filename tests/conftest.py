@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from model_store.demo import DEMO_MODEL, demo_data, train_demo
 from model_store.manifest import Manifest
 from model_store.store import ModelStore
 from service.app import create_app
+from service.core.registry import ModelRegistry
 from service.settings import Settings
 from tests.servers import VigilServer, start_vigil
 
@@ -113,3 +115,21 @@ def vigil_server(home: Path) -> Iterator[Callable[..., VigilServer]]:
 
 
 MODEL = DEMO_MODEL
+
+
+def registry_of(app: FastAPI) -> ModelRegistry:
+    registry: ModelRegistry = app.state.runtime.registry
+    return registry
+
+
+def wait_route(
+    app: FastAPI, revision: int | None, model: str = MODEL, timeout: float = 10.0
+) -> None:
+    """Until the app's worker follows rollout ``revision`` of ``model`` (None: no rollout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        route = registry_of(app).route(model)
+        if (route.revision if route else None) == revision:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the worker did not follow revision {revision} of {model}")

@@ -22,30 +22,13 @@ from model_store.rollout import Mode, Rollouts
 from model_store.store import ModelStore
 from service.app import create_app
 from service.core.dataplane import SHADOW_ERROR_KEY
-from service.core.registry import ModelRegistry
 from service.iolog.reader import read_predictions
 from service.settings import Settings
-from tests.conftest import MODEL
+from tests.conftest import MODEL, registry_of, wait_route
 from tests.faulty_model import THRESHOLD, register_faulty
 
 URL = f"/v1/models/{MODEL}/predict"
 Row = dict[str, float]
-
-
-def _registry(app: FastAPI) -> ModelRegistry:
-    registry: ModelRegistry = app.state.runtime.registry
-    return registry
-
-
-def _wait_route(app: FastAPI, revision: int | None, timeout: float = 10.0) -> None:
-    """Until the worker follows rollout ``revision`` (None: no rollout)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        route = _registry(app).route(MODEL)
-        if (route.revision if route else None) == revision:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the worker did not follow revision {revision}")
 
 
 @pytest.fixture
@@ -68,7 +51,7 @@ def test_canary_serves_its_share_sticky_by_request_id(
 ) -> None:
     app, client = serving
     state = Rollouts(store).start(MODEL, 2, Mode.CANARY, percent=30)
-    _wait_route(app, state.revision)
+    wait_route(app, state.revision)
     versions = {f"c-{i}": _predict(client, rows[i % len(rows)], f"c-{i}") for i in range(2000)}
     share = 100 * sum(v == 2 for v in versions.values()) / len(versions)
     assert abs(share - 30) <= 4, share
@@ -94,9 +77,9 @@ def test_canary_serves_its_share_sticky_by_request_id(
     )  # fmt: skip
     assert v2.status_code == 200 and v2.json()["model_version"] == "2", v2.text
     Rollouts(store).abort(MODEL)
-    _wait_route(app, None)
+    wait_route(app, None)
     assert _predict(client, rows[0], canary_id) == 1
-    assert _registry(app).pinned(MODEL) == {1}
+    assert registry_of(app).pinned(MODEL) == {1}
     client.__exit__(None, None, None)
     df = read_predictions(settings, MODEL, with_labels=False)
     c = df[df["request_id"].str.startswith("c-")]
@@ -113,7 +96,7 @@ def test_shadow_logs_both_answers_and_clients_see_the_primary(
 ) -> None:
     app, client = serving
     state = Rollouts(store).start(MODEL, 2, Mode.SHADOW, sample=1.0)
-    _wait_route(app, state.revision)
+    wait_route(app, state.revision)
     ids = [f"s-{i}" for i in range(60)]
     for i, rid in enumerate(ids):
         assert _predict(client, rows[i], rid) == 1
@@ -136,7 +119,7 @@ def test_sample_copies_a_stable_share(
 ) -> None:
     app, client = serving
     state = Rollouts(store).start(MODEL, 2, Mode.SHADOW, sample=0.25)
-    _wait_route(app, state.revision)
+    wait_route(app, state.revision)
     ids = [f"q-{i}" for i in range(800)]
     for i, rid in enumerate(ids):
         _predict(client, rows[i % len(rows)], rid)
@@ -152,7 +135,7 @@ def test_a_candidate_failing_at_run_time_never_reaches_clients(
     app, client = serving
     faulty = register_faulty(store, MODEL, 1)
     state = Rollouts(store).start(MODEL, faulty, Mode.SHADOW)
-    _wait_route(app, state.revision)
+    wait_route(app, state.revision)
     for i in range(100):
         assert _predict(client, rows[i], f"f-{i}") == 1  # every answer the primary's, all 200
     metrics = client.get("/metrics").text
@@ -177,7 +160,7 @@ def test_a_canary_candidate_failing_at_run_time_hands_the_request_to_the_primary
     app, client = serving
     faulty = register_faulty(store, MODEL, 1)
     state = Rollouts(store).start(MODEL, faulty, Mode.CANARY, percent=100)
-    _wait_route(app, state.revision)
+    wait_route(app, state.revision)
     for i in range(100):  # all 200: the candidate's answer where it is finite, else the primary's
         want = 1 if rows[i]["mean_radius"] <= THRESHOLD else faulty
         assert _predict(client, rows[i], f"k-{i}") == want
@@ -205,7 +188,7 @@ def test_an_unloadable_candidate_is_never_routed_to(
     Rollouts(store).start(MODEL, 2, Mode.CANARY, percent=100)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        state = _registry(app).state(MODEL)
+        state = registry_of(app).state(MODEL)
         if state is not None and 2 in state.failures:
             break
         time.sleep(0.05)
@@ -213,7 +196,7 @@ def test_an_unloadable_candidate_is_never_routed_to(
         raise AssertionError("the candidate's load was never tried")
     ready = client.get("/v2/health/ready")
     assert ready.status_code == 200  # the primary keeps serving: still ready
-    assert _registry(app).route(MODEL) is None and _registry(app).pinned(MODEL) == {1}
+    assert registry_of(app).route(MODEL) is None and registry_of(app).pinned(MODEL) == {1}
     assert {_predict(client, rows[i], f"u-{i}") for i in range(50)} == {1}
     assert (
         f'vigil_model_load_failures_total{{model="{MODEL}",version="2"}}'
@@ -338,7 +321,7 @@ def test_auto_aborts_a_failing_candidate_within_the_bound(
     app, client = auto_serving
     faulty = register_faulty(store, MODEL, 1)
     state = Rollouts(store).start(MODEL, faulty, Mode.SHADOW, auto=True)
-    _wait_route(app, state.revision)
+    wait_route(app, state.revision)
     # the candidate fails on ~45 % of rows from the first request: the abort must come within
     # two evaluation intervals (plus the time to read the window)
     took = _until_ended(client, store, rows, timeout=2 * EVAL_S + 5)
@@ -349,7 +332,7 @@ def test_auto_aborts_a_failing_candidate_within_the_bound(
         g["name"] == "max_error_rate" and g["verdict"] == "fail" for g in last.gates
     )
     assert store.resolve(MODEL) == 1
-    _wait_route(app, None)
+    wait_route(app, None)
     assert (
         f'vigil_rollout_aborts_total{{model="{MODEL}",who="auto"}} 1.0'
         in client.get("/metrics").text

@@ -13,28 +13,23 @@ cell counts: identical in distribution to resampling rows, and O(resamples x cel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from service.offline import compare_regression as regression
+from service.offline.compare_stats import Estimate, interval
+
+__all__ = ["Comparison", "Estimate", "ShadowStats", "SideStats", "compare"]
+
 RESAMPLES = 1000
 SEED = 0
-LEVEL = 0.95
-METRICS = ("accuracy", "f1_macro")
+METRICS = ("accuracy", "f1_macro")  # a classifier's; a regressor's: regression.REGRESSION_METRICS
 Role = Literal["primary", "shadow", "canary"]
-
-
-class Estimate(BaseModel):
-    """A metric (or a difference of metrics) with its bootstrap 95 % confidence interval."""
-
-    model_config = ConfigDict(frozen=True)
-
-    value: float
-    low: float
-    high: float
-    n: int
+Task = Literal["classification", "regression"]
 
 
 class SideStats(BaseModel):
@@ -52,18 +47,21 @@ class SideStats(BaseModel):
 
 
 class ShadowStats(BaseModel):
-    """Rows answered by both versions (the candidate as a shadow of the primary)."""
+    """Rows answered by both versions (the candidate as a shadow of the primary). Agreement: the
+    same label (classifiers), predictions within the gates' tolerance (regressors)."""
 
     model_config = ConfigDict(frozen=True)
 
     rows: int
     agreement: float | None
     mean_abs_proba_diff: float | None
+    mean_abs_prediction_diff: float | None = None  # regressors
 
 
 class Comparison(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    task: Task = "classification"
     primary: SideStats
     candidate: SideStats
     candidate_roles: dict[str, int]
@@ -77,23 +75,39 @@ def compare(
     primary: int,
     candidate: int,
     *,
+    task: Task = "classification",
+    tolerance: float = 0.1,
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> Comparison:
     """Compare ``candidate`` with ``primary`` on the rows of ``frame`` (any other version is
-    ignored). Seeded: the same frame gives the same intervals."""
+    ignored). ``tolerance``: a regressor's shadow rows agree when their predictions differ by at
+    most this fraction of the larger. Seeded: the same frame gives the same intervals."""
     frame = _with_role(frame)
     prim = frame[frame["version"] == primary]
     cand = frame[frame["version"] == candidate]
     rng = np.random.default_rng(seed)
     pairs = _shadow_pairs(prim, cand)
-    classes = _classes(prim, cand)
-    difference, kind = _difference(prim, cand, pairs, classes, rng, resamples)
+    if task == "regression":
+        difference, kind = _regression_difference(prim, cand, pairs, rng, resamples)
+        shadow = _regression_shadow_stats(pairs, tolerance)
+
+        def metrics(rows: pd.DataFrame) -> dict[str, Estimate]:
+            return regression.side_metrics(rows["label"], rows["prediction"], rng, resamples)
+    else:
+        classes = _classes(prim, cand)
+        difference, kind = _difference(prim, cand, pairs, classes, rng, resamples)
+        shadow = _shadow_stats(pairs)
+
+        def metrics(rows: pd.DataFrame) -> dict[str, Estimate]:
+            return _class_metrics(rows, classes, rng, resamples)
+
     return Comparison(
-        primary=_side(prim, primary, classes, rng, resamples),
-        candidate=_side(cand, candidate, classes, rng, resamples),
+        task=task,
+        primary=_side(prim, primary, metrics),
+        candidate=_side(cand, candidate, metrics),
         candidate_roles={str(k): int(v) for k, v in cand["role"].value_counts().items()},
-        shadow=_shadow_stats(pairs),
+        shadow=shadow,
         difference=difference,
         difference_kind=kind,
     )
@@ -115,8 +129,18 @@ def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["label"].notna()]
 
 
+def _class_metrics(
+    labelled: pd.DataFrame, classes: list[str], rng: np.random.Generator, b: int
+) -> dict[str, Estimate]:
+    y, p = _codes(labelled["label"], classes), _codes(labelled["prediction"], classes)
+    k = len(classes)
+    boot = _boot_confusions(y * k + p, k**2, rng, b)
+    boots = _estimates(_confusion(y, p, k), boot.reshape(-1, k, k), len(labelled))
+    return {name: interval(*boots[name]) for name in METRICS}
+
+
 def _side(
-    rows: pd.DataFrame, version: int, classes: list[str], rng: np.random.Generator, b: int
+    rows: pd.DataFrame, version: int, metrics_of: Callable[[pd.DataFrame], dict[str, Estimate]]
 ) -> SideStats:
     requests = rows["request_id"].nunique()
     errors = rows.loc[rows["status"].astype("int64") >= 500, "request_id"].nunique()
@@ -124,14 +148,7 @@ def _side(
     # latency_s is per request, repeated on each of its rows
     latency = ok.drop_duplicates("request_id")["latency_s"].dropna().to_numpy(dtype=np.float64)
     labelled = _labelled(ok)
-    metrics: dict[str, Estimate] = {}
-    if len(labelled):
-        y, p = _codes(labelled["label"], classes), _codes(labelled["prediction"], classes)
-        boot = _boot_confusions(y * len(classes) + p, len(classes) ** 2, rng, b)
-        observed = _confusion(y, p, len(classes))
-        k = len(classes)
-        boots = _estimates(observed, boot.reshape(-1, k, k), len(labelled))
-        metrics = {name: _interval(*boots[name]) for name in METRICS}
+    metrics = metrics_of(labelled) if len(labelled) else {}
     return SideStats(
         version=version,
         requests=int(requests),
@@ -162,6 +179,37 @@ def _shadow_stats(pairs: pd.DataFrame) -> ShadowStats:
         c = pairs[[f"{c}_c" for c in shared]].to_numpy(dtype=np.float64)
         diff = float(np.nanmean(np.abs(p - c)))
     return ShadowStats(rows=len(pairs), agreement=agreement, mean_abs_proba_diff=diff)
+
+
+def _regression_shadow_stats(pairs: pd.DataFrame, tolerance: float) -> ShadowStats:
+    agreement, diff = (None, None)
+    if not pairs.empty:
+        agreement, diff = regression.shadow_agreement(
+            pairs["prediction_p"], pairs["prediction_c"], tolerance
+        )
+    return ShadowStats(
+        rows=len(pairs), agreement=agreement, mean_abs_proba_diff=None,
+        mean_abs_prediction_diff=diff,
+    )  # fmt: skip
+
+
+def _regression_difference(
+    prim: pd.DataFrame, cand: pd.DataFrame, pairs: pd.DataFrame, rng: np.random.Generator, b: int
+) -> tuple[dict[str, Estimate], Literal["paired", "unpaired"] | None]:
+    """As ``_difference``, for a regressor's MAE and RMSE."""
+    paired = _labelled(pairs.rename(columns={"label_p": "label"}))
+    if len(paired):
+        d = regression.paired_difference(
+            paired["label"], paired["prediction_p"], paired["prediction_c"], rng, b
+        )
+        return d, ("paired" if d else None)
+    lp, lc = _labelled(_ok(prim)), _labelled(_ok(cand))
+    if not len(lp) or not len(lc):
+        return {}, None
+    d = regression.unpaired_difference(
+        (lp["label"], lp["prediction"]), (lc["label"], lc["prediction"]), rng, b
+    )
+    return d, ("unpaired" if d else None)
 
 
 def _difference(
@@ -211,14 +259,8 @@ def _diff(primary: _Boot, candidate: _Boot) -> dict[str, Estimate]:
     out = {}
     for name in METRICS:
         (vp, bp, n), (vc, bc, _) = primary[name], candidate[name]
-        out[name] = _interval(vc - vp, bc - bp, n)
+        out[name] = interval(vc - vp, bc - bp, n)
     return out
-
-
-def _interval(value: float, boot: np.ndarray, n: int) -> Estimate:
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = np.nanpercentile(boot, [tail, 100 - tail])
-    return Estimate(value=value, low=float(low), high=float(high), n=n)
 
 
 def _metric(name: str, confusions: np.ndarray) -> np.ndarray:

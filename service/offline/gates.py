@@ -141,7 +141,8 @@ def _agreement(c: Comparison, g: Gates) -> GateResult:
                 detail="no shadow rows: a canary is not compared row by row",
             )
         return _result("min_agreement", None, s.agreement, g.min_agreement, f"{s.rows} shadow rows")
-    detail = f"same label on {s.agreement:.1%} of {s.rows} shadow rows"
+    alike = "same label" if c.task == "classification" else f"within {g.agreement_tolerance:.0%}"
+    detail = f"{alike} on {s.agreement:.1%} of {s.rows} shadow rows"
     return _result(
         "min_agreement", s.agreement >= g.min_agreement, s.agreement, g.min_agreement, detail
     )
@@ -158,15 +159,25 @@ def _metric(c: Comparison, g: Gates) -> GateResult:
             threshold=None,
             detail="metric_margin is unset",
         )
-    margin = -g.metric_margin
     labelled = min(c.primary.labelled_rows, c.candidate.labelled_rows)
     diff = c.difference.get(g.metric)
-    if diff is None or labelled < g.min_labels:
-        return _result(name, None, None, margin, f"{labelled} labelled rows on the smaller side")
+    primary = c.primary.metrics.get(g.metric)
+    if g.regression:
+        # an error: the candidate may exceed the primary's by margin x the primary's error
+        limit = g.metric_margin * primary.value if primary is not None else None
+    else:
+        limit = -g.metric_margin  # a score: the candidate may fall short by margin
+    if diff is None or limit is None or labelled < g.min_labels:
+        return _result(name, None, None, limit, f"{labelled} labelled rows on the smaller side")
+    f = "+.4g" if g.regression else "+.4f"  # an error in the target's units; a share
     detail = (
-        f"candidate - primary {diff.value:+.4f}, 95 % CI [{diff.low:+.4f}, {diff.high:+.4f}] "
+        f"candidate - primary {diff.value:{f}}, 95 % CI [{diff.low:{f}}, {diff.high:{f}}] "
         f"({c.difference_kind})"
     )
+    if g.regression:
+        # the whole interval below the limit: not worse; the whole interval above: worse
+        ok = True if diff.high <= limit else False if diff.low > limit else None
+        return _result(name, ok, diff.high, limit, detail)
     # the whole interval above -margin: not worse; the whole interval below: worse; else unsure
-    ok = True if diff.low >= margin else False if diff.high < margin else None
-    return _result(name, ok, diff.low, margin, detail)
+    ok = True if diff.low >= limit else False if diff.high < limit else None
+    return _result(name, ok, diff.low, limit, detail)

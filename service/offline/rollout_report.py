@@ -10,7 +10,7 @@ import pandas as pd
 
 from model_store.rollout import RolloutState
 from service.iolog.reader import read_predictions, read_rejected
-from service.offline.compare import compare
+from service.offline.compare import Task, compare
 from service.offline.gates import decide, evaluate_gates
 from service.settings import Settings
 
@@ -58,7 +58,11 @@ def rollout_report(
     except Exception as exc:  # any log store failure: show the state, say why numbers are missing
         log.exception("cannot read the I/O log for the rollout of %s", state.model)
         return {"comparison": None, "comparison_error": f"cannot read the I/O log: {exc}"}
-    comparison = compare(frame, state.primary_version, state.candidate_version)
+    task: Task = "regression" if state.gates.regression else "classification"
+    comparison = compare(
+        frame, state.primary_version, state.candidate_version,
+        task=task, tolerance=state.gates.agreement_tolerance,
+    )  # fmt: skip
     results = evaluate_gates(comparison, state.gates, state.started_at, now)
     return {
         "comparison": comparison.model_dump(mode="json"),
