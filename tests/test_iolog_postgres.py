@@ -30,12 +30,12 @@ from service.iolog.frames import (
     encode_rejected,
     read_frames,
 )
+from service.iolog.labels import labels_in_force
 from service.iolog.parquet_store import ParquetStore
 from service.iolog.postgres_store import PostgresStore, predictions_table_name
 from service.iolog.reader import read_feedback, read_predictions, read_rejected
 from service.iolog.record import IORecord, RejectedRecord
 from service.iolog.retention import prune_store
-from service.iolog.schema import latest_labels
 from service.iolog.spool import spool_segments
 from service.settings import Settings
 from tests import pgserver
@@ -147,7 +147,7 @@ def test_redelivering_a_segment_adds_nothing_and_latest_label_wins(
         ["a0", 0, "benign"],
         ["a0", 0, "malignant"],
     ]
-    assert latest_labels(fb)[[*KEY, "label"]].values.tolist() == [["a0", 0, "malignant"]]
+    assert labels_in_force(fb)[[*KEY, "label"]].values.tolist() == [["a0", 0, "malignant"]]
 
 
 def test_reader_returns_the_same_frame_from_postgres_and_parquet(

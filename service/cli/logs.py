@@ -64,13 +64,13 @@ def feedback_history(
 
     A wrong or malicious label is undone by sending the right one again: the latest wins.
     """
+    from service.iolog.labels import labels_in_force
     from service.iolog.reader import read_feedback
-    from service.iolog.schema import latest_labels
 
     df = read_feedback(Settings(), model)
     if request_id is not None:
         df = df[df["request_id"] == request_id].reset_index(drop=True)
-    df["in_force"] = df.index.isin(latest_labels(df).index)
+    df["in_force"] = df.index.isin(labels_in_force(df).index)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".parquet":

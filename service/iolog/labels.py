@@ -8,10 +8,14 @@ A window of millions of rows cannot keep its ``(request_id, row)`` keys as Pytho
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
@@ -181,6 +185,27 @@ def latest_labels(feedback: Iterable[pa.RecordBatch | pa.Table]) -> Labels:
     return Labels(keys, codes, list(names))
 
 
+def in_force(keys: np.ndarray, received: np.ndarray) -> np.ndarray:
+    """Positions of the labels in force, sorted by key: per key, the latest ``received``; of
+    labels received in the same instant, the one at the later position (read order). The one
+    rule for which label counts, wherever labels are read."""
+    seq = np.arange(len(keys))
+    order = np.lexsort((seq, received, keys))
+    sorted_keys = keys[order]
+    last = np.append(sorted_keys[1:] != sorted_keys[:-1], True)
+    positions: np.ndarray = order[last]
+    return positions
+
+
+def labels_in_force(feedback: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a feedback frame (request_id, row, received_at, in the order they were sent)
+    whose label is in force, in their original order."""
+    keys = key_hashes(pa.table({"request_id": feedback["request_id"].astype(str),
+                                "row": feedback["row"].astype("int64")}))  # fmt: skip
+    received = feedback["received_at"].astype("int64").to_numpy()
+    return feedback.iloc[np.sort(in_force(keys, received))]
+
+
 def _fold(
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,8 +213,5 @@ def _fold(
     keys = np.concatenate([p[0] for p in parts])
     ts = np.concatenate([p[1] for p in parts])
     codes = np.concatenate([p[2] for p in parts])
-    seq = np.arange(len(keys))  # read order breaks ties of received_at
-    order = np.lexsort((seq, ts, keys))
-    keys, ts, codes = keys[order], ts[order], codes[order]
-    last = np.append(keys[1:] != keys[:-1], True)
+    last = in_force(keys, ts)
     return keys[last], ts[last], codes[last]

@@ -319,7 +319,7 @@ def _empty_predictions(with_labels: bool) -> pd.DataFrame:
 
 def read_feedback(settings: Settings, model: str) -> pd.DataFrame:
     """Every label received for the model (its history) with its time and source, in the order
-    received; the one in force per row is ``schema.latest_labels(read_feedback(…))``."""
+    received; the one in force per row is ``labels.labels_in_force(read_feedback(…))``."""
     stored = [
         conform_feedback(pa.Table.from_batches([b]))
         for b in open_store(settings).feedback_batches(model)

@@ -8,7 +8,7 @@ predictions (partitioned model=/version=/date=): request_id, row, received_at, s
   ``model_store.log_columns`` (registration refuses them)
 rejected (partitioned date=): request_id, received_at, model, version, endpoint, status, error, body
 feedback (partitioned model=/date=): request_id, row, label, received_at, source; every label
-  ever sent is kept (history), readers use the latest per (request_id, row): ``latest_labels``
+  ever sent is kept (history), readers use the latest per (request_id, row): ``labels.in_force``
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from model_store.log_columns import proba_column
 from service.iolog.frames import PRIMARY, UNKNOWN_SOURCE, Frame
 
 if TYPE_CHECKING:
-    import pandas as pd  # the writer side (deliverer) does without pandas
+    pass  # the writer side (deliverer) does without pandas
 
 TS = pa.timestamp("us", tz="UTC")
 REJECTED_SCHEMA = pa.schema(
@@ -183,14 +183,6 @@ def conform_feedback(table: pa.Table) -> pa.Table:
         source = pa.array([UNKNOWN_SOURCE] * table.num_rows, pa.string())
         table = table.append_column("source", source)
     return table.select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA)
-
-
-def latest_labels(feedback: pd.DataFrame) -> pd.DataFrame:
-    """The label each (request_id, row) holds now: the latest received; of labels received in
-    the same instant, the one sent last. ``feedback`` lists labels in the order they were sent
-    within each instant (as ``feedback_table`` and the stores' readers give them)."""
-    ordered = feedback.sort_values("received_at", kind="stable")
-    return ordered.drop_duplicates(["request_id", "row"], keep="last")
 
 
 def group_frames(
