@@ -8,6 +8,7 @@ never routed to; explicit version URLs are never rerouted.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -202,6 +203,29 @@ def test_an_unloadable_candidate_is_never_routed_to(
         f'vigil_model_load_failures_total{{model="{MODEL}",version="2"}}'
         in client.get("/metrics").text
     )
+
+
+def test_a_candidate_missing_from_the_store_is_said_once_and_routed_when_back(
+    settings: Settings, store: ModelStore, rows: list[Row], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker starting while the rollout's candidate version is missing (a store restored in
+    part, a copy still under way): the primary serves everything, the error is logged once (not
+    at every poll), and the route comes with the version."""
+    state = Rollouts(store).start(MODEL, 2, Mode.CANARY, percent=100)
+    version_dir = store.version_dir(MODEL, 2)
+    hidden = version_dir.with_name("2.hidden")
+    version_dir.rename(hidden)
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with caplog.at_level(logging.ERROR, logger="vigil"):
+            time.sleep(10 * settings.alias_poll_s)  # ten polls
+        said = [r for r in caplog.records if "not routing" in r.getMessage()]
+        assert len(said) == 1 and "candidate v2" in said[0].getMessage()
+        assert registry_of(app).route(MODEL) is None
+        assert {_predict(client, rows[i], f"gone-{i}") for i in range(20)} == {1}
+        hidden.rename(version_dir)
+        wait_route(app, state.revision)
+        assert {_predict(client, rows[i], f"back-{i}") for i in range(20)} == {2}
 
 
 # -- real processes ---------------------------------------------------------------------------

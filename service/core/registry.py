@@ -83,6 +83,9 @@ class ModelRegistry:
         self._rollouts = Rollouts(store)
         # model → the rollout the data plane follows; replaced whole, read with one lookup.
         self._routes: dict[str, Route] = {}
+        # (model, candidate, revision) whose candidate could not be read: said once, then retried
+        # quietly every poll (the version may come back), not logged as an error every second
+        self._unroutable: set[tuple[str, int, int]] = set()
         self._route_listeners: list[Callable[[str, Route | None], None]] = []
         self._tick = itertools.count()
         self._loader = ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="vigil-load")
@@ -355,7 +358,10 @@ class ModelRegistry:
                 try:
                     candidate = self.get(model, cand)
                 except StoreError as exc:
-                    log.error("not routing %s to candidate v%s: %s", model, cand, exc)
+                    key = (model, cand, rollout.revision)
+                    level = logging.DEBUG if key in self._unroutable else logging.ERROR
+                    self._unroutable.add(key)
+                    log.log(level, "not routing %s to candidate v%s: %s", model, cand, exc)
                     self.unpin(model, cand)
                     candidate = None
                 if candidate is not None:
