@@ -31,6 +31,7 @@ from service.http.openapi import build_openapi
 from service.iolog.base import DisabledIOLog, IOLog
 from service.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from service.offline.autopilot import Autopilot
+from service.offline.report_process import ReportProcess
 from service.settings import Settings
 from service.ui import routes as ui_routes
 
@@ -87,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     registry.on_switch(on_switch)
     registry.on_route(metrics.set_route)
-    autopilot = Autopilot(settings, registry.store, metrics)
+    reports = ReportProcess(settings)
+    autopilot = Autopilot(settings, registry.store, metrics, reports)
     registry.on_load(lambda model, version: metrics.model_loads.labels(model, str(version)).inc())
     registry.on_unload(
         lambda model, version: metrics.model_unloads.labels(model, str(version)).inc()
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await asyncio.to_thread(autopilot.close)
+            await asyncio.to_thread(reports.close)
             await iolog.stop()
             registry.close()
             metrics.flush()
@@ -132,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.runtime = Runtime(settings, registry, dataplane, metrics)
+    app.state.runtime = Runtime(settings, registry, dataplane, metrics, reports)
     app.state.draining = False
     http_errors.install(app, dataplane)
     app.include_router(routes_predict.router)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -389,19 +390,25 @@ def test_only_one_replica_holds_the_lease(store: ModelStore) -> None:
 
 
 def test_an_automatic_action_on_a_stale_state_changes_nothing(
-    store: ModelStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    store: ModelStore, settings: Settings
 ) -> None:
+    from datetime import datetime
+
+    from model_store.rollout import RolloutState
     from service.metrics import Metrics
     from service.offline import autopilot
+    from service.offline.report_process import ReportProcess
 
     rollouts = Rollouts(store)
     stale = rollouts.start(MODEL, 2, Mode.SHADOW, auto=True)
     rollouts.step(MODEL, 10, reason="a person stepped first")
-    monkeypatch.setattr(
-        autopilot, "rollout_report", lambda *_a: {"decision": "abort", "gate_results": []}
-    )
-    pilot = autopilot.Autopilot(settings, store, Metrics())
-    from datetime import UTC, datetime
+
+    class Abort(ReportProcess):  # a report that says abort, whatever the log holds
+        def report(self, state: RolloutState, now: datetime | None = None) -> dict[str, Any]:
+            return {"decision": "abort", "gate_results": []}
+
+    pilot = autopilot.Autopilot(settings, store, Metrics(), Abort(settings))
+    from datetime import UTC
 
     assert pilot._evaluate(stale, datetime.now(UTC)) is None
     now = rollouts.current(MODEL)

@@ -9,6 +9,7 @@ from fastapi import Request
 from service.core.dataplane import DataPlane
 from service.core.registry import ModelRegistry
 from service.metrics import Metrics
+from service.offline.report_process import ReportProcess
 from service.settings import Settings
 
 
@@ -18,6 +19,7 @@ class Runtime:
     registry: ModelRegistry
     dataplane: DataPlane
     metrics: Metrics
+    reports: ReportProcess  # rollout reports, computed off this worker's interpreter
 
 
 def runtime(request: Request) -> Runtime:

@@ -19,7 +19,6 @@ from service.http.admin_body import REASON_CHARS, AdminBody, openapi_body, read_
 from service.http.deps import Runtime, runtime
 from service.http.openapi import ADMIN_ERROR_RESPONSES, error_responses
 from service.http.routes_admin import AdminDep, move_alias
-from service.offline.rollout_report import rollout_report
 
 admin = APIRouter(prefix="/v1/admin", tags=["rollout"], responses=ADMIN_ERROR_RESPONSES)
 public = APIRouter(prefix="/v1", tags=["rollout"], responses=error_responses(404, 422))
@@ -147,7 +146,7 @@ async def abort(request: Request, model: str, rt: AdminDep) -> Response:
 async def status(request: Request, model: str) -> Response:
     rt = runtime(request)
     state = await asyncio.to_thread(_rollouts(rt).require, model)
-    report = await asyncio.to_thread(rollout_report, rt.settings, state)
+    report = await asyncio.to_thread(rt.reports.report, state)
     return _json({**_state(state), **report})
 
 

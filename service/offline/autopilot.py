@@ -2,7 +2,8 @@
 
 Every ``VIGIL_ROLLOUT_EVAL_S`` each worker looks for automatic rollouts; for each, the one
 replica holding the model's lease (model_store/lease.py; time to live 3 evaluation intervals)
-reads the rollout's window of the I/O log in a thread, evaluates the gates and acts:
+reads the rollout's window of the I/O log in a child process (service/offline/report_process.py),
+evaluates the gates and acts:
 
 - abort when a safety gate fails (error rate, latency), at once;
 - advance when every gate passes and the current step has run ``min_duration_s``: shadow →
@@ -28,7 +29,7 @@ from model_store.rollout import Mode, Rollouts, RolloutState
 from model_store.store import ModelStore
 from service.metrics import Metrics
 from service.offline.gates import Decision
-from service.offline.rollout_report import rollout_report
+from service.offline.report_process import ReportProcess
 from service.settings import Settings
 
 log = logging.getLogger("vigil.autopilot")
@@ -37,8 +38,11 @@ _GATE_VALUE = {"pass": 1, "fail": 0}
 
 
 class Autopilot:
-    def __init__(self, settings: Settings, store: ModelStore, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, store: ModelStore, metrics: Metrics, reports: ReportProcess
+    ) -> None:
         self.settings = settings
+        self.reports = reports
         self.store = store
         self.rollouts = Rollouts(store)
         self.metrics = metrics
@@ -54,6 +58,7 @@ class Autopilot:
                 await asyncio.to_thread(self.tick)
             except Exception:
                 log.exception("automatic rollout evaluation failed")
+            self.reports.close_if_idle()
 
     def close(self) -> None:
         for model in self._held:
@@ -89,7 +94,7 @@ class Autopilot:
         return done
 
     def _evaluate(self, state: RolloutState, now: datetime) -> str | None:
-        report = rollout_report(self.settings, state, now)
+        report = self.reports.report(state, now)
         results: list[dict[str, Any]] = report.get("gate_results") or []
         self._gauges(state.model, report, results)
         if "decision" not in report:

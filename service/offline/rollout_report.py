@@ -8,13 +8,17 @@ from typing import Any
 
 import pandas as pd
 
+from model_store.errors import StoreError
+from model_store.log_columns import proba_column
 from model_store.rollout import RolloutState
+from model_store.store import ModelStore
 from service.iolog.reader import read_predictions, read_rejected
 from service.offline.compare import Task, compare
 from service.offline.gates import decide, evaluate_gates
 from service.settings import Settings
 
 log = logging.getLogger("vigil.rollout")
+COMPARED_COLUMNS = ["received_at", "version", "status", "latency_s", "prediction", "role"]
 
 
 def read_rollout_window(settings: Settings, state: RolloutState) -> pd.DataFrame:
@@ -27,7 +31,10 @@ def read_rollout_window(settings: Settings, state: RolloutState) -> pd.DataFrame
     versions = {state.primary_version, state.candidate_version}
     # read_predictions de-duplicates on (request_id, row, role): shadow rows stay beside their
     # primary rows.
-    rows = read_predictions(settings, state.model, since=state.started_at)
+    rows = read_predictions(
+        settings, state.model, since=state.started_at, columns=_columns(settings, state),
+        ordered=False,  # the comparison aggregates: no order needed
+    )  # fmt: skip
     rows = rows[rows["version"].isin(versions)]
     rejected = read_rejected(settings, since=state.started_at)
     rejected = rejected[
@@ -45,6 +52,22 @@ def read_rollout_window(settings: Settings, state: RolloutState) -> pd.DataFrame
         }
     )
     return pd.concat([rows, failed], ignore_index=True, sort=False)
+
+
+def _columns(settings: Settings, state: RolloutState) -> list[str] | None:
+    """What the comparison reads: not the features (most of a row). None (every column) if a
+    version's manifest cannot be read, so that a damaged manifest costs speed, not numbers."""
+    store = ModelStore(settings.model_store)
+    try:
+        classes = {
+            c
+            for v in (state.primary_version, state.candidate_version)
+            for c in store.manifest(state.model, v).outputs.class_names
+        }
+    except StoreError as exc:
+        log.warning("reading every column for the rollout of %s: %s", state.model, exc)
+        return None
+    return [*COMPARED_COLUMNS, *sorted(proba_column(c) for c in classes)]
 
 
 def rollout_report(
