@@ -13,7 +13,6 @@ cell counts: identical in distribution to resampling rows, and O(resamples x cel
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -88,24 +87,30 @@ def compare(
     cand = frame[frame["version"] == candidate]
     rng = np.random.default_rng(seed)
     pairs = _shadow_pairs(prim, cand)
+    lp, lc = _labelled(_ok(prim)), _labelled(_ok(cand))
+    metrics_p: dict[str, Estimate] = {}
+    metrics_c: dict[str, Estimate] = {}
     if task == "regression":
-        difference, kind = _regression_difference(prim, cand, pairs, rng, resamples)
+        sp, sc = (
+            regression.side_boot(rows["label"], rows["prediction"], rng, resamples)
+            if len(rows) else None
+            for rows in (lp, lc)
+        )  # fmt: skip
+        difference, kind = _regression_difference(pairs, sp, sc, rng, resamples)
         shadow = _regression_shadow_stats(pairs, tolerance)
-
-        def metrics(rows: pd.DataFrame) -> dict[str, Estimate]:
-            return regression.side_metrics(rows["label"], rows["prediction"], rng, resamples)
+        metrics_p, metrics_c = (s.estimates() if s else {} for s in (sp, sc))
     else:
         classes = _classes(prim, cand)
-        difference, kind = _difference(prim, cand, pairs, classes, rng, resamples)
+        difference, kind = _difference(lp, lc, pairs, classes, rng, resamples)
         shadow = _shadow_stats(pairs)
-
-        def metrics(rows: pd.DataFrame) -> dict[str, Estimate]:
-            return _class_metrics(rows, classes, rng, resamples)
-
+        if len(lp):
+            metrics_p = _class_metrics(lp, classes, rng, resamples)
+        if len(lc):
+            metrics_c = _class_metrics(lc, classes, rng, resamples)
     return Comparison(
         task=task,
-        primary=_side(prim, primary, metrics),
-        candidate=_side(cand, candidate, metrics),
+        primary=_side(prim, primary, len(lp), metrics_p),
+        candidate=_side(cand, candidate, len(lc), metrics_c),
         candidate_roles={str(k): int(v) for k, v in cand["role"].value_counts().items()},
         shadow=shadow,
         difference=difference,
@@ -140,15 +145,13 @@ def _class_metrics(
 
 
 def _side(
-    rows: pd.DataFrame, version: int, metrics_of: Callable[[pd.DataFrame], dict[str, Estimate]]
+    rows: pd.DataFrame, version: int, labelled_rows: int, metrics: dict[str, Estimate]
 ) -> SideStats:
     requests = rows["request_id"].nunique()
     errors = rows.loc[rows["status"].astype("int64") >= 500, "request_id"].nunique()
     ok = _ok(rows)
     # latency_s is per request, repeated on each of its rows
     latency = ok.drop_duplicates("request_id")["latency_s"].dropna().to_numpy(dtype=np.float64)
-    labelled = _labelled(ok)
-    metrics = metrics_of(labelled) if len(labelled) else {}
     return SideStats(
         version=version,
         requests=int(requests),
@@ -157,7 +160,7 @@ def _side(
         error_rate=errors / requests if requests else None,
         latency_p50_s=float(np.quantile(latency, 0.5)) if len(latency) else None,
         latency_p99_s=float(np.quantile(latency, 0.99)) if len(latency) else None,
-        labelled_rows=len(labelled),
+        labelled_rows=labelled_rows,
         metrics=metrics,
     )
 
@@ -194,34 +197,36 @@ def _regression_shadow_stats(pairs: pd.DataFrame, tolerance: float) -> ShadowSta
 
 
 def _regression_difference(
-    prim: pd.DataFrame, cand: pd.DataFrame, pairs: pd.DataFrame, rng: np.random.Generator, b: int
+    pairs: pd.DataFrame,
+    primary: regression.SideBoot | None,
+    candidate: regression.SideBoot | None,
+    rng: np.random.Generator,
+    b: int,
 ) -> tuple[dict[str, Estimate], Literal["paired", "unpaired"] | None]:
-    """As ``_difference``, for a regressor's MAE and RMSE."""
+    """As ``_difference``, for a regressor's MAE and RMSE; unpaired from the sides' own
+    resamples (``side_boot``), drawn once for their intervals and this."""
     paired = _labelled(pairs.rename(columns={"label_p": "label"}))
     if len(paired):
         d = regression.paired_difference(
             paired["label"], paired["prediction_p"], paired["prediction_c"], rng, b
         )
         return d, ("paired" if d else None)
-    lp, lc = _labelled(_ok(prim)), _labelled(_ok(cand))
-    if not len(lp) or not len(lc):
+    if primary is None or candidate is None:
         return {}, None
-    d = regression.unpaired_difference(
-        (lp["label"], lp["prediction"]), (lc["label"], lc["prediction"]), rng, b
-    )
-    return d, ("unpaired" if d else None)
+    return regression.unpaired_difference(primary, candidate), "unpaired"
 
 
 def _difference(
-    prim: pd.DataFrame,
-    cand: pd.DataFrame,
+    lp: pd.DataFrame,
+    lc: pd.DataFrame,
     pairs: pd.DataFrame,
     classes: list[str],
     rng: np.random.Generator,
     b: int,
 ) -> tuple[dict[str, Estimate], Literal["paired", "unpaired"] | None]:
     """Candidate - primary: paired on the labelled shadow rows when there are any (each row
-    judged by both versions, so row difficulty cancels out), else unpaired across the sides."""
+    judged by both versions, so row difficulty cancels out), else unpaired across the sides'
+    labelled rows that did not fail (``lp``, ``lc``)."""
     k = len(classes)
     paired = _labelled(pairs.rename(columns={"label_p": "label"}))
     if len(paired):
@@ -233,7 +238,6 @@ def _difference(
         d = _diff(_estimates(obs.sum(2), boot.sum(3), len(paired)),
                   _estimates(obs.sum(1), boot.sum(2), len(paired)))  # fmt: skip
         return d, "paired"
-    lp, lc = _labelled(_ok(prim)), _labelled(_ok(cand))
     if not len(lp) or not len(lc):
         return {}, None
     sides = []

@@ -14,6 +14,8 @@ narrower.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -58,19 +60,30 @@ def _boot_means(parts: np.ndarray, rng: np.random.Generator, b: int) -> np.ndarr
     return moved
 
 
-def side_metrics(
+@dataclass(frozen=True)
+class SideBoot:
+    """One side's metrics on its labelled rows and their bootstrap values, drawn once: they give
+    the side's intervals and, between two sides, the unpaired difference."""
+
+    observed: dict[str, float]
+    boot: dict[str, np.ndarray]
+    n: int
+
+    def estimates(self) -> dict[str, Estimate]:
+        return {k: interval(self.observed[k], self.boot[k], self.n) for k in REGRESSION_METRICS}
+
+
+def side_boot(
     labels: pd.Series, predictions: pd.Series, rng: np.random.Generator, b: int
-) -> dict[str, Estimate]:
-    """Each metric with its interval, on rows where both label and prediction are numbers."""
+) -> SideBoot | None:
+    """On rows where both label and prediction are numbers; None when there are none."""
     y, p = numbers(labels), numbers(predictions)
     keep = np.isfinite(y) & np.isfinite(p)
     if not keep.any():
-        return {}
+        return None
     parts = _parts(y[keep], p[keep])
-    observed = _metrics(parts.mean(axis=0))
-    boot = _metrics(_boot_means(parts, rng, b))
-    n = int(keep.sum())
-    return {k: interval(float(observed[k]), boot[k], n) for k in REGRESSION_METRICS}
+    observed = {k: float(v) for k, v in _metrics(parts.mean(axis=0)).items()}
+    return SideBoot(observed, _metrics(_boot_means(parts, rng, b)), int(keep.sum()))
 
 
 def paired_difference(
@@ -92,26 +105,14 @@ def paired_difference(
     }
 
 
-def unpaired_difference(
-    primary: tuple[pd.Series, pd.Series],
-    candidate: tuple[pd.Series, pd.Series],
-    rng: np.random.Generator,
-    b: int,
-) -> dict[str, Estimate]:
-    """Candidate - primary from (labels, predictions) of each side, resampled independently."""
-    sides = []
-    for labels, predictions in (primary, candidate):
-        y, p = numbers(labels), numbers(predictions)
-        keep = np.isfinite(y) & np.isfinite(p)
-        if not keep.any():
-            return {}
-        parts = _parts(y[keep], p[keep])
-        sides.append(
-            (_metrics(parts.mean(axis=0)), _metrics(_boot_means(parts, rng, b)), len(parts))
-        )
-    (po, pb, n_p), (co, cb, n_c) = sides
+def unpaired_difference(primary: SideBoot, candidate: SideBoot) -> dict[str, Estimate]:
+    """Candidate - primary from each side's own resamples (the sides share no rows)."""
+    n = min(primary.n, candidate.n)
     return {
-        k: interval(float(co[k] - po[k]), cb[k] - pb[k], min(n_p, n_c)) for k in REGRESSION_METRICS
+        k: interval(
+            candidate.observed[k] - primary.observed[k], candidate.boot[k] - primary.boot[k], n
+        )
+        for k in REGRESSION_METRICS
     }
 
 
