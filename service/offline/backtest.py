@@ -23,6 +23,7 @@ from model_store.store import ModelStore
 from service.core.loaded_model import LoadedModel, session_options
 from service.errors import InvalidInput
 from service.iolog.reader import open_predictions
+from service.offline.compare_regression import numbers
 from service.settings import Settings
 
 CHUNK_ROWS = 50_000
@@ -200,11 +201,6 @@ class _Tally:
         return out
 
 
-def _numbers(values: np.ndarray) -> np.ndarray:
-    """Logged labels of a regressor (the float's ``repr``; None when unlabelled) as float64."""
-    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-
-
 @dataclass
 class _RegressionTally:
     """A regressor's comparison: prediction differences; MAE, RMSE, R² where labelled."""
@@ -226,7 +222,7 @@ class _RegressionTally:
         self.diff_max = max(self.diff_max, float(diffs.max(initial=0.0)))
         if "label" not in part:
             return
-        truth = _numbers(part["label"].to_numpy(dtype=object))
+        truth = numbers(part["label"])
         has = np.isfinite(truth) & np.isfinite(served)
         if has.any():
             self.truth.append(truth[has])

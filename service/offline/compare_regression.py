@@ -27,7 +27,8 @@ _DRAWS_PER_CHUNK = 2_000_000  # indices drawn at once (16 MB), whatever the numb
 
 
 def numbers(values: pd.Series) -> np.ndarray:
-    """Logged predictions or labels of a regressor (text; None when absent) as float64."""
+    """Logged predictions or labels of a regressor (text; None when absent) as float64: the one
+    reader of them, for rollouts and back-tests."""
     out: np.ndarray = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     return out
 
